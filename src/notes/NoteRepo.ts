@@ -1,0 +1,74 @@
+import { Context, Effect, Layer } from "effect"
+import type { TenantUnavailable } from "../tenancy/TenancyErrors.js"
+import { orUnavailable, TenantSession } from "../tenancy/TenantSession.js"
+import { Note } from "./Note.js"
+
+interface NoteRow {
+  readonly id: string
+  readonly title: string
+  readonly body: string
+  readonly created_by: string
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+const toNote = (row: NoteRow) =>
+  new Note({
+    id: row.id,
+    title: row.title,
+    body: row.body,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at
+  })
+
+/** The notes table of one tenant's database. Rules live in NoteService. */
+export class NoteRepo extends Context.Tag("tenant-engine/NoteRepo")<NoteRepo, {
+  readonly insert: (note: { title: string; body: string; createdBy: string }) => Effect.Effect<Note, TenantUnavailable>
+  /** Newest first, strictly after `after` (the previous page's last createdAt and id). */
+  readonly page: (
+    limit: number,
+    after: readonly [Date, string] | undefined
+  ) => Effect.Effect<ReadonlyArray<Note>, TenantUnavailable>
+  readonly find: (id: string) => Effect.Effect<Note | undefined, TenantUnavailable>
+  readonly update: (
+    id: string,
+    patch: { readonly title?: string | undefined; readonly body?: string | undefined }
+  ) => Effect.Effect<Note | undefined, TenantUnavailable>
+  readonly remove: (id: string) => Effect.Effect<boolean, TenantUnavailable>
+}>() {
+  static readonly layer = Layer.effect(
+    NoteRepo,
+    Effect.gen(function*() {
+      const { sql, tenantId } = yield* TenantSession
+      const query = orUnavailable(tenantId)
+      return NoteRepo.of({
+        insert: ({ body, createdBy, title }) =>
+          sql<NoteRow>`INSERT INTO notes (title, body, created_by) VALUES (${title}, ${body}, ${createdBy}) RETURNING *`
+            .pipe(query, Effect.map((rows) => toNote(rows[0]!))),
+        page: (limit, after) =>
+          (after === undefined
+            ? sql<NoteRow>`SELECT * FROM notes ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+            : sql<NoteRow>`SELECT * FROM notes WHERE (created_at, id) < (${after[0]}, ${after[1]})
+                           ORDER BY created_at DESC, id DESC LIMIT ${limit}`).pipe(
+              query,
+              Effect.map((rows) => rows.map(toNote))
+            ),
+        find: (id) =>
+          sql<NoteRow>`SELECT * FROM notes WHERE id = ${id}`.pipe(
+            query,
+            Effect.map((rows) => rows[0] && toNote(rows[0]))
+          ),
+        update: (id, { body, title }) =>
+          sql<NoteRow>`UPDATE notes SET title = coalesce(${title ?? null}, title), body = coalesce(${body ?? null}, body),
+                       updated_at = date_trunc('milliseconds', clock_timestamp())
+                       WHERE id = ${id} RETURNING *`.pipe(
+            query,
+            Effect.map((rows) => rows[0] && toNote(rows[0]))
+          ),
+        remove: (id) =>
+          sql`DELETE FROM notes WHERE id = ${id} RETURNING id`.pipe(query, Effect.map((rows) => rows.length > 0))
+      })
+    })
+  )
+}

@@ -1,0 +1,33 @@
+import { Schema } from "effect"
+
+/** A tenant id: also the suffix of its database name, so kept to a safe alphabet. */
+export const TenantId = Schema.String.pipe(
+  Schema.pattern(/^[a-z][a-z0-9-]{1,62}$/, {
+    message: () => "a tenant id is 2 to 63 characters: a lowercase letter, then lowercase letters, digits or '-'"
+  }),
+  Schema.brand("TenantId")
+)
+export type TenantId = typeof TenantId.Type
+
+/** Text of 1..200 characters counted as PostgreSQL counts them (code points), without NUL. */
+export const boundedText = (min: number, max: number) =>
+  Schema.String.pipe(
+    Schema.filter((s) => {
+      if (s.includes("\u0000")) return "must not contain NUL characters"
+      const length = [...s].length
+      return (length >= min && length <= max) || `must be ${min} to ${max} characters long`
+    }),
+    Schema.annotations({ jsonSchema: { type: "string", minLength: min, maxLength: max } })
+  )
+
+export const TenantName = boundedText(1, 200)
+
+export const TenantStatus = Schema.Literal("active", "suspended")
+export type TenantStatus = typeof TenantStatus.Type
+
+export class Tenant extends Schema.Class<Tenant>("Tenant")({
+  id: Schema.String,
+  name: Schema.String,
+  status: TenantStatus,
+  createdAt: Schema.Date
+}) {}

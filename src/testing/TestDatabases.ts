@@ -1,0 +1,87 @@
+import { Duration, Effect, Layer, Redacted } from "effect"
+import Pg from "pg"
+import { randomBytes } from "node:crypto"
+import { withDatabase } from "../db/DatabaseUrl.js"
+import { PlatformConfig } from "../platform/PlatformConfig.js"
+import { PlatformDb } from "../platform/PlatformDb.js"
+import { TenancyConfig } from "../tenancy/TenancyConfig.js"
+import { TenantContexts } from "../tenancy/TenantContexts.js"
+import { TenantDatabases } from "../tenancy/TenantDatabases.js"
+import { TenantMigrations } from "../tenancy/TenantMigrations.js"
+
+export interface TestDatabasesOptions {
+  /** A superuser URL on the test server. */
+  readonly adminUrl: string
+  readonly maxConnectionsPerTenant?: number
+  readonly connectionBudget?: number
+  readonly idleTimeout?: Duration.DurationInput
+  readonly acquireTimeout?: Duration.DurationInput
+}
+
+/**
+ * A namespace of databases and roles on a test server, all under one random
+ * prefix, dropped (databases and roles) when the layer is released. Test files
+ * that each take one run in parallel on one server, and reruns start clean.
+ */
+export const makeNamespace = () => `te${randomBytes(4).toString("hex")}`
+
+/** Drops every database and role whose name starts with the prefix. */
+export const dropNamespace = (adminUrl: string, prefix: string) =>
+  Effect.promise(async () => {
+    const client = new Pg.Client({ connectionString: adminUrl })
+    await client.connect()
+    try {
+      const dbs = await client.query<{ datname: string }>(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+        [prefix]
+      )
+      for (const { datname } of dbs.rows) {
+        await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(datname)} WITH (FORCE)`)
+      }
+      const roles = await client.query<{ rolname: string }>(
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname DESC",
+        [prefix]
+      )
+      for (const { rolname } of roles.rows) {
+        await client.query(`DROP ROLE IF EXISTS ${client.escapeIdentifier(rolname)}`)
+      }
+    } finally {
+      await client.end()
+    }
+  })
+
+/** PlatformConfig and TenancyConfig for a fresh namespace on a test server. */
+export const testConfig = (options: TestDatabasesOptions, namespace = makeNamespace()) => {
+  const adminUrl = Redacted.make(options.adminUrl)
+  return Layer.mergeAll(
+    Layer.succeed(PlatformConfig, {
+      url: withDatabase(adminUrl, `${namespace}_platform`),
+      maxConnections: 10
+    }),
+    Layer.succeed(TenancyConfig, {
+      adminUrl,
+      databasePrefix: `${namespace}_t_`,
+      maxConnectionsPerTenant: options.maxConnectionsPerTenant ?? 2,
+      connectionBudget: options.connectionBudget ?? 20,
+      idleTimeout: Duration.decode(options.idleTimeout ?? "1 minute"),
+      acquireTimeout: Duration.decode(options.acquireTimeout ?? "10 seconds")
+    }),
+    // Released after everything built on it: the databases are gone last.
+    Layer.scopedDiscard(Effect.addFinalizer(() => dropNamespace(options.adminUrl, namespace)))
+  )
+}
+
+/**
+ * The platform database, TenantDatabases and the TenantContexts cache in a
+ * fresh namespace of a test server: what a test of tenant-scoped code needs.
+ */
+export const TestTenancy = (options: TestDatabasesOptions) => {
+  const base = TenantDatabases.layer.pipe(
+    Layer.provideMerge(PlatformDb.layer),
+    Layer.provideMerge(TenantMigrations.layer)
+  )
+  return TenantContexts.layer.pipe(
+    Layer.provideMerge(base),
+    Layer.provideMerge(testConfig(options))
+  )
+}

@@ -1,0 +1,6 @@
+/**
+ * The testing kit: what users of this project need to test their own
+ * tenant-scoped code against a real PostgreSQL.
+ */
+export * from "./TestDatabases.js"
+export * from "./TestUser.js"
