@@ -1,0 +1,523 @@
+import type { SqlError } from "@effect/sql/SqlError"
+import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { domainToASCII } from "node:url"
+import { FOREIGN_KEY_VIOLATION, sqlState } from "../db/SqlErrors.js"
+import { PlatformDb } from "../platform/PlatformDb.js"
+import { TenantNotFound, TenantSuspended } from "../tenancy/TenancyErrors.js"
+import { boundedText, Tenant } from "../tenancy/Tenant.js"
+import { makeAccountInvalidations } from "./AccountInvalidations.js"
+import { AuthConfig } from "./AuthConfig.js"
+import { AccountDisabled, ClientDisabled, NoTenant, TenantMismatch, UnknownClient } from "./AuthErrors.js"
+import {
+  AccountNotFound,
+  ClientAlreadyExists,
+  ClientNotFound,
+  DomainAlreadyExists,
+  InvalidDomain,
+  InvalidServiceClient
+} from "./DirectoryErrors.js"
+import { ServiceClient, TenantDomain } from "./ServiceClient.js"
+import { Account } from "./UserWithAccount.js"
+
+/** A person as a verified user token names them. */
+export interface UserIdentity {
+  readonly issuer: string
+  readonly subject: string
+  readonly email?: string | undefined
+  /** The `email_verified` claim; only `false` stops the email domain from placing the user. */
+  readonly emailVerified?: boolean | undefined
+  readonly displayName?: string | undefined
+  /** The token's tenant claim, when it carries one. */
+  readonly tenant?: string | undefined
+}
+
+/** A service client as a verified machine token names it. */
+export interface MachineIdentity {
+  readonly clientId: string
+  readonly tenant?: string | undefined
+}
+
+/** An admitted caller's account and tenant. */
+export interface DirectoryEntry {
+  readonly account: Account
+  readonly tenant: Tenant
+}
+
+export interface DirectoryStats {
+  /** Look-ups answered from the cache (no platform query). */
+  readonly hits: number
+  /** Look-ups that queried the platform database. */
+  readonly misses: number
+  readonly size: number
+  /** Whether invalidations from other processes are being received (the cache is used only then). */
+  readonly listening: boolean
+}
+
+export type UserLookupError = NoTenant | AccountDisabled | TenantMismatch | TenantSuspended
+export type MachineLookupError = UnknownClient | ClientDisabled | AccountDisabled | TenantMismatch | TenantSuspended
+
+/**
+ * The platform's accounts: who a verified caller is, in which tenant, and
+ * whether they may come in; and the operator's operations on service clients,
+ * email domains and accounts.
+ *
+ * Look-ups are cached (bounded, with a time to live). A change made through
+ * any directory, in any process, returns only when every directory has
+ * dropped what it changed; changes made around the directories (a tenant
+ * suspended through TenantDatabases, plain SQL) reach them through the
+ * platform tables' triggers, within milliseconds. While a directory is not
+ * sure it receives these, it does not use its cache (AccountInvalidations).
+ */
+export class AccountDirectory extends Context.Tag("tenant-engine/AccountDirectory")<AccountDirectory, {
+  /** The user's account; created on first sight in the tenant the token or the email domain names. */
+  readonly user: (identity: UserIdentity) => Effect.Effect<DirectoryEntry, UserLookupError>
+  /** The registered service client's account; never created here. */
+  readonly machine: (identity: MachineIdentity) => Effect.Effect<DirectoryEntry, MachineLookupError>
+  /** Creates the client and its machine account, in one transaction. */
+  readonly registerClient: (
+    tenantId: string,
+    clientId: string,
+    displayName: string
+  ) => Effect.Effect<ServiceClient, InvalidServiceClient | TenantNotFound | ClientAlreadyExists>
+  readonly listClients: (tenantId: string) => Effect.Effect<ReadonlyArray<ServiceClient>, TenantNotFound>
+  /** Its next request is refused (client_disabled), in every process. */
+  readonly disableClient: (
+    tenantId: string,
+    clientId: string
+  ) => Effect.Effect<ServiceClient, TenantNotFound | ClientNotFound>
+  /** Users whose verified email is in the domain join the tenant on first sight. */
+  readonly addDomain: (
+    tenantId: string,
+    domain: string
+  ) => Effect.Effect<TenantDomain, InvalidDomain | TenantNotFound | DomainAlreadyExists>
+  readonly listDomains: (tenantId: string) => Effect.Effect<ReadonlyArray<TenantDomain>, TenantNotFound>
+  readonly disableAccount: (accountId: string) => Effect.Effect<void, AccountNotFound>
+  /**
+   * Drops what every directory knows of a tenant, and returns when they all
+   * have: call it after suspending, resuming or deleting the tenant, so that
+   * the change is in force everywhere once the operation returns.
+   */
+  readonly invalidateTenant: (tenantId: string) => Effect.Effect<void>
+  readonly stats: Effect.Effect<DirectoryStats>
+}>() {
+  static readonly layer: Layer.Layer<AccountDirectory, never, PlatformDb | AuthConfig> = Layer.scoped(
+    AccountDirectory,
+    Effect.suspend(() => make)
+  )
+}
+
+type TenantRowStatus = "provisioning" | "active" | "suspended" | "deleting"
+
+interface EntryRow {
+  readonly account_id: string
+  readonly tenant_id: string
+  readonly kind: "user" | "machine"
+  readonly display_name: string | null
+  readonly account_disabled_at: Date | null
+  readonly account_created_at: Date
+  readonly tenant_name: string
+  readonly tenant_status: TenantRowStatus
+  readonly tenant_created_at: Date
+  readonly client_disabled_at: Date | null
+}
+
+interface ClientRow {
+  readonly client_id: string
+  readonly tenant_id: string
+  readonly account_id: string
+  readonly display_name: string
+  readonly disabled_at: Date | null
+  readonly created_at: Date
+}
+
+interface DomainRow {
+  readonly domain: string
+  readonly tenant_id: string
+  readonly created_at: Date
+}
+
+/** What the cache keeps: enough to admit or refuse without a query. */
+interface Entry extends DirectoryEntry {
+  readonly tenantStatus: TenantRowStatus
+  readonly accountDisabled: boolean
+  readonly clientDisabled: boolean
+}
+
+const toEntry = (row: EntryRow): Entry => ({
+  account: new Account({
+    id: row.account_id,
+    tenantId: row.tenant_id,
+    kind: row.kind,
+    ...(row.display_name !== null ? { displayName: row.display_name } : {}),
+    createdAt: row.account_created_at
+  }),
+  tenant: new Tenant({
+    id: row.tenant_id,
+    name: row.tenant_name,
+    // Provisioning and deleting tenants admit nobody; to callers they are suspended.
+    status: row.tenant_status === "active" ? "active" : "suspended",
+    createdAt: row.tenant_created_at
+  }),
+  tenantStatus: row.tenant_status,
+  accountDisabled: row.account_disabled_at !== null,
+  clientDisabled: row.client_disabled_at !== null
+})
+
+const toServiceClient = (row: ClientRow) =>
+  new ServiceClient({
+    clientId: row.client_id,
+    tenantId: row.tenant_id,
+    displayName: row.display_name,
+    accountId: row.account_id,
+    disabled: row.disabled_at !== null,
+    createdAt: row.created_at
+  })
+
+const toDomain = (row: DomainRow) =>
+  new TenantDomain({ domain: row.domain, tenantId: row.tenant_id, createdAt: row.created_at })
+
+/**
+ * A bounded LRU map with a time to live. `generation` changes on every
+ * invalidation, so a look-up that started before one does not store its
+ * (possibly stale) answer after it.
+ */
+class EntryCache {
+  private readonly entries = new Map<string, { readonly entry: Entry; readonly expiresAt: number }>()
+  generation = 0
+  constructor(private readonly capacity: number, private readonly ttlMillis: number) {}
+
+  get size() {
+    return this.entries.size
+  }
+
+  get(key: string, now: number): Entry | undefined {
+    const found = this.entries.get(key)
+    if (found === undefined) return undefined
+    this.entries.delete(key)
+    if (found.expiresAt <= now) return undefined
+    // Re-inserted: Map keeps insertion order, so the oldest key is the least recently used.
+    this.entries.set(key, found)
+    return found.entry
+  }
+
+  set(key: string, entry: Entry, now: number) {
+    if (this.capacity <= 0 || this.ttlMillis <= 0) return
+    this.entries.delete(key)
+    this.entries.set(key, { entry, expiresAt: now + this.ttlMillis })
+    for (const oldest of this.entries.keys()) {
+      if (this.entries.size <= this.capacity) break
+      this.entries.delete(oldest)
+    }
+  }
+
+  deleteWhere(predicate: (key: string, entry: Entry) => boolean) {
+    this.generation++
+    for (const [key, { entry }] of this.entries) if (predicate(key, entry)) this.entries.delete(key)
+  }
+
+  clear() {
+    this.generation++
+    this.entries.clear()
+  }
+}
+
+const userKey = (issuer: string, subject: string) => `u\u0000${issuer}\u0000${subject}`
+const clientKey = (clientId: string) => `c\u0000${clientId}`
+
+/** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
+const orDie = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.catchIf(effect, isSqlError, Effect.die)
+
+const isSqlError = <E>(error: E): error is Extract<E, SqlError> =>
+  typeof error === "object" && error !== null && "_tag" in error && error._tag === "SqlError"
+
+const ClientIdText = boundedText(1, 200).pipe(
+  Schema.filter((s) => !/[\u0000-\u001f\u007f]/.test(s) || "must not contain control characters")
+)
+const DisplayNameText = boundedText(1, 200)
+
+const DOMAIN = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+
+/** A domain in the form it is stored and matched: lowercase ASCII (IDNA), no trailing dot. */
+export const normalizeDomain = (domain: string): string | undefined => {
+  const ascii = domainToASCII(domain.trim().toLowerCase())
+  return DOMAIN.test(ascii) && /[a-z]/.test(ascii.slice(ascii.lastIndexOf(".") + 1)) ? ascii : undefined
+}
+
+const emailDomain = (email: string | undefined): string | undefined => {
+  if (email === undefined) return undefined
+  const at = email.lastIndexOf("@")
+  return at > 0 ? normalizeDomain(email.slice(at + 1)) : undefined
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+const make = Effect.gen(function*() {
+  const platform = yield* PlatformDb
+  const config = yield* AuthConfig
+  const cache = new EntryCache(config.accountCacheCapacity, Duration.toMillis(config.accountCacheTtl))
+  const counters = { hits: 0, misses: 0 }
+
+  const invalidations = yield* makeAccountInvalidations({
+    platform,
+    heartbeat: config.invalidationHeartbeat ?? Duration.seconds(10),
+    invalidate: (kind, value) => {
+      switch (kind) {
+        case "tenant":
+          return cache.deleteWhere((_, entry) => entry.tenant.id === value)
+        case "account":
+          return cache.deleteWhere((_, entry) => entry.account.id === value)
+        case "client":
+          return cache.deleteWhere((key) => key === clientKey(value))
+        default:
+          // A message this version does not know: dropping everything is always safe.
+          return cache.clear()
+      }
+    },
+    // Invalidations may have been missed while no listener was connected.
+    invalidateAll: () => cache.clear()
+  })
+  const { change } = invalidations
+
+  // --- look-ups ---
+
+  const cached = <E>(key: string, lookup: Effect.Effect<Entry, E>): Effect.Effect<Entry, E> =>
+    Effect.suspend(() => {
+      const now = Date.now()
+      // Without a proven listener, another process's change could go unseen: no cache then.
+      const hit = invalidations.listening() ? cache.get(key, now) : undefined
+      if (hit !== undefined) {
+        counters.hits++
+        return Effect.succeed(hit)
+      }
+      counters.misses++
+      const generation = cache.generation
+      return Effect.tap(lookup, (entry) =>
+        Effect.sync(() => {
+          if (invalidations.listening() && cache.generation === generation) cache.set(key, entry, now)
+        }))
+    })
+
+  const admit = (
+    entry: Entry,
+    tenantClaim: string | undefined
+  ): Effect.Effect<DirectoryEntry, AccountDisabled | TenantMismatch | TenantSuspended> => {
+    if (entry.accountDisabled) return Effect.fail(new AccountDisabled({ message: "this account is disabled" }))
+    if (tenantClaim !== undefined && tenantClaim !== entry.tenant.id) {
+      return Effect.fail(new TenantMismatch({ message: "the token's tenant is not the account's tenant" }))
+    }
+    if (entry.tenantStatus !== "active") {
+      return Effect.fail(new TenantSuspended({ message: "the tenant is suspended" }))
+    }
+    return Effect.succeed({ account: entry.account, tenant: entry.tenant })
+  }
+
+  const entryColumns = platform`
+    a.id AS account_id, a.tenant_id, a.kind, a.display_name, a.disabled_at AS account_disabled_at,
+    a.created_at AS account_created_at, t.name AS tenant_name, t.status AS tenant_status,
+    t.created_at AS tenant_created_at`
+
+  const findUser = (issuer: string, subject: string) =>
+    orDie(platform<EntryRow>`
+      SELECT ${entryColumns}, NULL AS client_disabled_at
+      FROM accounts a JOIN tenants t ON t.id = a.tenant_id
+      WHERE a.kind = 'user' AND a.issuer = ${issuer} AND a.subject = ${subject}`).pipe(
+      Effect.map((rows) => (rows[0] === undefined ? undefined : toEntry(rows[0])))
+    )
+
+  interface TenantRow {
+    readonly id: string
+    readonly status: TenantRowStatus
+  }
+
+  /** The tenant a new user joins: the token's tenant claim, else the verified email's domain. */
+  const tenantOf = (identity: UserIdentity): Effect.Effect<TenantRow, NoTenant | TenantSuspended> =>
+    Effect.gen(function*() {
+      let rows: ReadonlyArray<TenantRow>
+      let none: string
+      if (identity.tenant !== undefined) {
+        rows = yield* orDie(platform<TenantRow>`
+          SELECT id, status FROM tenants WHERE id = ${identity.tenant} AND status IN ('active', 'suspended')`)
+        none = "the tenant the token names does not exist"
+      } else {
+        const domain = identity.emailVerified === false ? undefined : emailDomain(identity.email)
+        rows = domain === undefined ? [] : yield* orDie(platform<TenantRow>`
+          SELECT t.id, t.status FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id
+          WHERE d.domain = ${domain} AND t.status IN ('active', 'suspended')`)
+        none = identity.email === undefined
+          ? "the token names no tenant and no email"
+          : identity.emailVerified === false
+          ? "the token names no tenant and its email is not verified"
+          : "the token names no tenant and no tenant has its email domain"
+      }
+      const tenant = rows[0]
+      if (tenant === undefined) return yield* new NoTenant({ message: none })
+      // A refused first request leaves nothing behind.
+      if (tenant.status !== "active") return yield* new TenantSuspended({ message: "the tenant is suspended" })
+      return tenant
+    })
+
+  const lookupUser = (identity: UserIdentity) =>
+    Effect.gen(function*() {
+      const found = yield* findUser(identity.issuer, identity.subject)
+      if (found !== undefined) return found
+      const tenant = yield* tenantOf(identity)
+      // Concurrent first requests of one user race here; the partial unique
+      // index makes exactly one insert win and the others do nothing.
+      yield* platform`
+        INSERT INTO accounts (tenant_id, kind, issuer, subject, email, display_name)
+        VALUES (${tenant.id}, 'user', ${identity.issuer}, ${identity.subject},
+                ${identity.email ?? null}, ${identity.displayName ?? null})
+        ON CONFLICT (issuer, subject) WHERE kind = 'user' DO NOTHING`.pipe(
+        // The tenant was deleted in between.
+        Effect.catchIf((error) => sqlState(error) === FOREIGN_KEY_VIOLATION, () =>
+          Effect.fail(new NoTenant({ message: "the tenant the token names does not exist" }))),
+        orDie
+      )
+      const created = yield* findUser(identity.issuer, identity.subject)
+      if (created === undefined) return yield* new NoTenant({ message: "the tenant the token names does not exist" })
+      return created
+    })
+
+  const lookupClient = (clientId: string) =>
+    orDie(platform<EntryRow>`
+      SELECT ${entryColumns}, c.disabled_at AS client_disabled_at
+      FROM service_clients c JOIN accounts a ON a.id = c.account_id JOIN tenants t ON t.id = c.tenant_id
+      WHERE c.client_id = ${clientId}`).pipe(
+      Effect.flatMap((rows) =>
+        rows[0] === undefined
+          ? Effect.fail(new UnknownClient({ message: "this service client is not registered" }))
+          : Effect.succeed(toEntry(rows[0]))
+      )
+    )
+
+  // --- operator operations ---
+
+  const requireTenant = (tenantId: string, lock = false) =>
+    orDie(
+      lock
+        ? platform`SELECT 1 FROM tenants WHERE id = ${tenantId} AND status IN ('active', 'suspended') FOR SHARE`
+        : platform`SELECT 1 FROM tenants WHERE id = ${tenantId} AND status IN ('active', 'suspended')`
+    ).pipe(
+      Effect.flatMap((rows) =>
+        rows.length === 0 ? Effect.fail(new TenantNotFound({ message: `no tenant ${tenantId}` })) : Effect.void
+      )
+    )
+
+  const validate = <A, I>(schema: Schema.Schema<A, I>, value: unknown, what: string) =>
+    Schema.decodeUnknown(schema)(value).pipe(
+      Effect.mapError(() => new InvalidServiceClient({ message: `${what} must be 1 to 200 characters of text` }))
+    )
+
+  const registerClient = (tenantId: string, clientId: string, displayName: string) =>
+    Effect.gen(function*() {
+      yield* validate(ClientIdText, clientId, "a client id")
+      yield* validate(DisplayNameText, displayName, "a display name")
+      const row = yield* change(
+        (row: ClientRow) => `client:${row.client_id}`,
+        Effect.gen(function*() {
+          // Locked so that the tenant cannot be deleted under the new client.
+          yield* requireTenant(tenantId, true)
+          const [account] = yield* platform<{ id: string }>`
+            INSERT INTO accounts (tenant_id, kind, subject, display_name)
+            VALUES (${tenantId}, 'machine', ${clientId}, ${displayName}) RETURNING id`
+          const inserted = yield* platform<ClientRow>`
+            INSERT INTO service_clients (client_id, tenant_id, account_id, display_name)
+            VALUES (${clientId}, ${tenantId}, ${account!.id}, ${displayName})
+            ON CONFLICT (client_id) DO NOTHING RETURNING *`
+          // Failing rolls the machine account back too.
+          if (inserted[0] === undefined) {
+            return yield* new ClientAlreadyExists({ message: `a service client ${clientId} is already registered` })
+          }
+          return inserted[0]
+        })
+      )
+      return toServiceClient(row)
+    })
+
+  const listClients = (tenantId: string) =>
+    Effect.zipRight(
+      requireTenant(tenantId),
+      orDie(platform<ClientRow>`
+        SELECT * FROM service_clients WHERE tenant_id = ${tenantId} ORDER BY created_at, client_id`)
+    ).pipe(Effect.map((rows) => rows.map(toServiceClient)))
+
+  const disableClient = (tenantId: string, clientId: string) =>
+    change(
+      (row: ClientRow) => `client:${row.client_id}`,
+      Effect.gen(function*() {
+        const rows = yield* platform<ClientRow>`
+          UPDATE service_clients SET disabled_at = coalesce(disabled_at, now())
+          WHERE tenant_id = ${tenantId} AND client_id = ${clientId} RETURNING *`
+        if (rows[0] !== undefined) return rows[0]
+        yield* requireTenant(tenantId)
+        return yield* new ClientNotFound({ message: `no service client ${clientId} in tenant ${tenantId}` })
+      })
+    ).pipe(Effect.map(toServiceClient))
+
+  const addDomain = (tenantId: string, domain: string) =>
+    Effect.gen(function*() {
+      const normalized = normalizeDomain(domain)
+      if (normalized === undefined) {
+        return yield* new InvalidDomain({ message: `${JSON.stringify(domain.slice(0, 260))} is not a domain name` })
+      }
+      const row = yield* change(
+        (row: DomainRow) => `tenant:${row.tenant_id}`,
+        Effect.gen(function*() {
+          yield* requireTenant(tenantId, true)
+          const rows = yield* platform<DomainRow>`
+            INSERT INTO tenant_domains (domain, tenant_id) VALUES (${normalized}, ${tenantId})
+            ON CONFLICT (domain) DO NOTHING RETURNING *`
+          // Whose domain it is stays unsaid: it may be another tenant's.
+          if (rows[0] === undefined) {
+            return yield* new DomainAlreadyExists({ message: `the domain ${normalized} is already registered` })
+          }
+          return rows[0]
+        })
+      )
+      return toDomain(row)
+    })
+
+  const listDomains = (tenantId: string) =>
+    Effect.zipRight(
+      requireTenant(tenantId),
+      orDie(platform<DomainRow>`SELECT * FROM tenant_domains WHERE tenant_id = ${tenantId} ORDER BY domain`)
+    ).pipe(Effect.map((rows) => rows.map(toDomain)))
+
+  const disableAccount = (accountId: string) =>
+    UUID.test(accountId)
+      ? change(
+        () => `account:${accountId}`,
+        Effect.flatMap(
+          platform`UPDATE accounts SET disabled_at = coalesce(disabled_at, now()) WHERE id = ${accountId} RETURNING id`,
+          (rows) =>
+            rows.length === 0 ? Effect.fail(new AccountNotFound({ message: `no account ${accountId}` })) : Effect.void
+        )
+      )
+      : Effect.fail(new AccountNotFound({ message: `no account ${accountId}` }))
+
+  const invalidateTenant = (tenantId: string) => change(() => `tenant:${tenantId}`, Effect.void)
+
+  return AccountDirectory.of({
+    user: (identity) =>
+      Effect.flatMap(
+        cached(userKey(identity.issuer, identity.subject), lookupUser(identity)),
+        (entry) => admit(entry, identity.tenant)
+      ),
+    machine: (identity) =>
+      Effect.flatMap(
+        cached(clientKey(identity.clientId), lookupClient(identity.clientId)),
+        (entry): Effect.Effect<DirectoryEntry, MachineLookupError> =>
+          entry.clientDisabled
+            ? Effect.fail(new ClientDisabled({ message: "this service client is disabled" }))
+            : admit(entry, identity.tenant)
+      ),
+    registerClient,
+    listClients,
+    disableClient,
+    addDomain,
+    listDomains,
+    disableAccount,
+    invalidateTenant,
+    stats: Effect.sync(() => ({ ...counters, size: cache.size, listening: invalidations.listening() }))
+  })
+})

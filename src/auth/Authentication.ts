@@ -1,0 +1,166 @@
+import { Context, Effect, Layer } from "effect"
+import type { TenantSuspended } from "../tenancy/TenancyErrors.js"
+import { AccountDirectory } from "./AccountDirectory.js"
+import { AuthConfig } from "./AuthConfig.js"
+import type { AccountDisabled, ClientDisabled, NoTenant, TenantMismatch, UnknownClient } from "./AuthErrors.js"
+import { InsufficientScope, InvalidToken, MissingToken } from "./AuthErrors.js"
+import { TokenVerifier, type VerifiedClaims } from "./TokenVerifier.js"
+import { Principal, UserWithAccount } from "./UserWithAccount.js"
+
+export type TokenError = MissingToken | InvalidToken
+export type AuthenticationError =
+  | TokenError
+  | UnknownClient
+  | ClientDisabled
+  | NoTenant
+  | AccountDisabled
+  | TenantMismatch
+  | TenantSuspended
+
+/**
+ * One request's bearer token → its caller. The seed design's `validate_token`:
+ * verify the JWT, classify user or machine, find (or, for a user, create) the
+ * account, and check account, client and tenant are allowed in.
+ */
+export class Authentication extends Context.Tag("tenant-engine/Authentication")<Authentication, {
+  /** From the request's Authorization header values (none, one, or several). */
+  readonly authenticate: (
+    authorization: ReadonlyArray<string>
+  ) => Effect.Effect<UserWithAccount["Type"], AuthenticationError>
+  /** An operator: a valid token carrying `platform:admin`. Needs no account and creates none. */
+  readonly authenticateAdmin: (
+    authorization: ReadonlyArray<string>
+  ) => Effect.Effect<Principal, TokenError | InsufficientScope>
+}>() {
+  static readonly layer: Layer.Layer<Authentication, never, TokenVerifier | AccountDirectory | AuthConfig> = Layer
+    .effect(Authentication, Effect.suspend(() => make))
+
+  /** Authentication with the TokenVerifier and AccountDirectory it uses, all three provided. */
+  static readonly layerWithDependencies = Authentication.layer.pipe(
+    Layer.provideMerge(Layer.merge(TokenVerifier.layer, AccountDirectory.layer))
+  )
+}
+
+/** The scope an operator's token must carry for the admin routes. */
+export const ADMIN_SCOPE = "platform:admin"
+
+/**
+ * The bearer token of the request's Authorization headers. No header, or one
+ * of another scheme, is a request without a token (RFC 6750 §3.1: no error
+ * code); a Bearer header that is empty, or two headers, are malformed.
+ */
+export const bearerToken = (authorization: ReadonlyArray<string>): Effect.Effect<string, TokenError> => {
+  if (authorization.length === 0) return Effect.fail(new MissingToken({ message: "no Authorization header" }))
+  if (authorization.length > 1) {
+    return Effect.fail(new InvalidToken({ message: "more than one Authorization header" }))
+  }
+  const match = /^([^ \t]+)(?:[ \t]+(.*))?$/s.exec(authorization[0]!.trim())
+  if (match === null || match[1]!.toLowerCase() !== "bearer") {
+    return Effect.fail(new MissingToken({ message: "the Authorization header is not a Bearer one" }))
+  }
+  const token = (match[2] ?? "").trim()
+  return token === ""
+    ? Effect.fail(new InvalidToken({ message: "the bearer token is empty" }))
+    : Effect.succeed(token)
+}
+
+const stringClaim = (claims: VerifiedClaims, name: string): string | undefined => {
+  const value = claims[name]
+  return typeof value === "string" ? value : undefined
+}
+
+/**
+ * Whether a token is a client-credentials (machine) token, by the marks
+ * identity providers put on them: Auth0's `gty` and `@clients` subject,
+ * RFC 9068's `sub` equal to `client_id`, Keycloak's service-account user.
+ */
+export const isMachineToken = (claims: VerifiedClaims): boolean =>
+  claims.gty === "client-credentials" ||
+  (claims.sub !== undefined && claims.sub === claims.client_id) ||
+  (claims.sub?.endsWith("@clients") ?? false) ||
+  (stringClaim(claims, "preferred_username")?.startsWith("service-account-") ?? false)
+
+/** `scope` (space-separated), else `scp` (an array, or a space-separated string). */
+export const scopesOf = (claims: VerifiedClaims): ReadonlyArray<string> => {
+  const scopes = claims.scope ?? claims.scp ?? []
+  return typeof scopes === "string" ? scopes.split(/\s+/).filter((scope) => scope !== "") : scopes
+}
+
+/** Who the verified token says is calling. */
+export const principalOf = (claims: VerifiedClaims): Effect.Effect<Principal, InvalidToken> => {
+  const email = stringClaim(claims, "email")
+  const common = { issuer: claims.iss, scopes: scopesOf(claims), ...(email !== undefined ? { email } : {}) }
+  if (isMachineToken(claims)) {
+    const clientId = claims.client_id ?? claims.azp
+    if (clientId === undefined) {
+      return Effect.fail(new InvalidToken({ message: "a client-credentials token must carry client_id or azp" }))
+    }
+    return Effect.succeed(new Principal({ ...common, kind: "machine", subject: claims.sub ?? clientId, clientId }))
+  }
+  if (claims.sub === undefined) return Effect.fail(new InvalidToken({ message: "the token has no sub claim" }))
+  return Effect.succeed(new Principal({ ...common, kind: "user", subject: claims.sub }))
+}
+
+const make = Effect.gen(function*() {
+  const verifier = yield* TokenVerifier
+  const directory = yield* AccountDirectory
+  const config = yield* AuthConfig
+
+  const verifiedPrincipal = (authorization: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const token = yield* bearerToken(authorization)
+      const { claims } = yield* verifier.verify(token)
+      const principal = yield* principalOf(claims)
+      return { claims, principal }
+    })
+
+  /** The token's tenant claim; a claim of another type is a malformed token, not a missing one. */
+  const tenantClaimOf = (claims: VerifiedClaims): Effect.Effect<string | undefined, InvalidToken> => {
+    const value = claims[config.tenantClaim]
+    if (value === undefined || typeof value === "string") return Effect.succeed(value)
+    return Effect.fail(new InvalidToken({ message: `the token's ${config.tenantClaim} claim is not a string` }))
+  }
+
+  const emailVerifiedOf = (claims: VerifiedClaims): boolean | undefined => {
+    const value = claims["email_verified"]
+    // Some providers (Cognito) send the flag as a string.
+    if (value === false || value === "false") return false
+    if (value === true || value === "true") return true
+    return undefined
+  }
+
+  const authenticate = (authorization: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const { claims, principal } = yield* verifiedPrincipal(authorization)
+      const tenant = yield* tenantClaimOf(claims)
+      const { account, tenant: tenantOfAccount } = principal.kind === "machine"
+        ? yield* directory.machine({ clientId: principal.clientId ?? principal.subject, tenant })
+        : yield* directory.user({
+          issuer: principal.issuer,
+          subject: principal.subject,
+          email: principal.email,
+          emailVerified: emailVerifiedOf(claims),
+          displayName: stringClaim(claims, "name") ?? stringClaim(claims, "preferred_username"),
+          tenant
+        })
+      return { principal, account, tenant: tenantOfAccount }
+    })
+
+  const authenticateAdmin = (authorization: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const { principal } = yield* verifiedPrincipal(authorization)
+      if (!principal.scopes.includes(ADMIN_SCOPE)) {
+        return yield* new InsufficientScope({ message: `this needs the scope ${ADMIN_SCOPE}`, scope: ADMIN_SCOPE })
+      }
+      return principal
+    })
+
+  return Authentication.of({ authenticate, authenticateAdmin })
+})
+
+/** Fails with InsufficientScope unless the caller's token carries the scope. */
+export const requireScope = (scope: string) =>
+  Effect.flatMap(UserWithAccount, ({ principal }) =>
+    principal.scopes.includes(scope)
+      ? Effect.void
+      : Effect.fail(new InsufficientScope({ message: `this needs the scope ${scope}`, scope })))
