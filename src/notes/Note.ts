@@ -14,13 +14,16 @@ export class Note extends Schema.Class<Note>("Note")({
   updatedAt: Schema.Date
 }) {}
 
-export const NewNote = Schema.Struct({ title: NoteTitle, body: NoteBody })
+/** Input refuses fields it does not declare (a misspelt field is an error, not a no-op). */
+export const strict = { parseOptions: { onExcessProperty: "error" } } as const
+
+export const NewNote = Schema.Struct({ title: NoteTitle, body: NoteBody }).annotations(strict)
 export type NewNote = typeof NewNote.Type
 
 export const NotePatch = Schema.Struct({
   title: Schema.optional(NoteTitle),
   body: Schema.optional(NoteBody)
-})
+}).annotations(strict)
 export type NotePatch = typeof NotePatch.Type
 
 export const PageLimit = Schema.Int.pipe(Schema.between(1, 100))
@@ -36,5 +39,10 @@ export class NotePage extends Schema.Class<NotePage>("NotePage")({
  */
 export const Cursor = Schema.compose(
   Schema.StringFromBase64Url,
-  Schema.parseJson(Schema.Tuple(Schema.Date, NoteId))
+  Schema.parseJson(Schema.Tuple(
+    // JavaScript dates reach far past what timestamptz holds (4713 BC to 294276 AD);
+    // a date outside it would fail the query, so the cursor refuses it.
+    Schema.Date.pipe(Schema.betweenDate(new Date("0001-01-01T00:00:00.000Z"), new Date("9999-12-31T23:59:59.999Z"))),
+    NoteId
+  ))
 )

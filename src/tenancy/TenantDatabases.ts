@@ -2,8 +2,8 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
-import { randomBytes } from "node:crypto"
+import { Cause, Context, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { createHash, randomBytes } from "node:crypto"
 import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
 import { DUPLICATE_OBJECT, OBJECT_IN_USE, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
@@ -53,6 +53,13 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
   ) => Effect.Effect<TenantPlacement, TenantNotFound | TenantSuspended | TenantUnavailable>
   /** The database name a tenant id maps to. */
   readonly databaseName: (id: string) => string
+  /**
+   * Deletes a tenant: marks it deleting (its requests are refused from now on),
+   * runs `drain` (the caller closes what it holds of the tenant), drops its
+   * database and role, and removes its row with its accounts, clients and
+   * domains. A delete that was cut off half-way is finished by the next one.
+   */
+  readonly remove: (id: string, drain: Effect.Effect<void>) => Effect.Effect<void, TenantNotFound>
 }>() {
   static readonly layer = Layer.scoped(TenantDatabases, Effect.suspend(() => make)).pipe(
     Layer.provide(Reactivity.layer)
@@ -79,6 +86,9 @@ const toTenant = (row: TenantRow) =>
     createdAt: row.created_at
   })
 
+/** PostgreSQL's limit on identifiers (NAMEDATALEN - 1); longer names are truncated. */
+const MAX_IDENTIFIER_BYTES = 63
+
 /** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
 const orDie = <A, E extends SqlError, R>(effect: Effect.Effect<A, E, R>) => Effect.orDie(effect)
 
@@ -95,7 +105,15 @@ const make = Effect.gen(function*() {
   const server = serverOf(config.adminUrl)
   const templateName = `${config.databasePrefix}template`
   const appRole = `${config.databasePrefix}app`
-  const databaseName = (id: string) => config.databasePrefix + id.replaceAll("-", "_")
+  const databaseName = (id: string) => {
+    const name = config.databasePrefix + id.replaceAll("-", "_")
+    if (Buffer.byteLength(name) <= MAX_IDENTIFIER_BYTES) return name
+    // PostgreSQL would silently truncate a longer name, and two long ids with one
+    // beginning would then name the same database and role: shorten it here and
+    // keep it unique with a hash of the whole id.
+    const hash = createHash("sha256").update(id).digest("hex").slice(0, 16)
+    return name.slice(0, MAX_IDENTIFIER_BYTES - hash.length - 1) + "_" + hash
+  }
 
   const findRow = (id: string) =>
     platform<TenantRow>`SELECT * FROM tenants WHERE id = ${id} AND status IN ('active', 'suspended')`.pipe(
@@ -156,31 +174,43 @@ const make = Effect.gen(function*() {
   const ensureTemplate = templateLock.withPermits(1)(
     Effect.gen(function*() {
       const latest = yield* latestVersion(loader)
-      if (templateVersion !== latest) templateVersion = yield* prepareTemplate
+      // Uninterruptible: a template cut off between its creation and its grants
+      // would be taken as ready by the next run, and every tenant copied from
+      // it could not use its own tables.
+      if (templateVersion !== latest) templateVersion = yield* Effect.uninterruptible(prepareTemplate)
       return templateVersion
     })
   )
 
   // --- provisioning ---
 
+  // Each statement runs to its end once sent: an interrupted one would be
+  // cancelled, but could still complete on the server after the undo had
+  // looked. So an interruption lands between statements.
   const createDatabase = (placement: TenantPlacement) =>
     Effect.gen(function*() {
       const role = admin(placement.role)
       const database = admin(placement.database)
       // The password is base64url: safe inside a literal, and DDL takes no parameters.
-      yield* admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.password)}'`)} IN ROLE ${
-        admin(appRole)
-      }`
+      yield* Effect.uninterruptible(
+        admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.password)}'`)} IN ROLE ${
+          admin(appRole)
+        }`
+      )
       // Copying fails while anyone is connected to the template (another process
       // preparing it); that lasts milliseconds, so try again briefly.
-      yield* admin`CREATE DATABASE ${database} TEMPLATE ${admin(templateName)}`.pipe(
+      // Created closed to connections, opened once only the tenant's role may connect.
+      yield* Effect.uninterruptible(
+        admin`CREATE DATABASE ${database} TEMPLATE ${admin(templateName)} ALLOW_CONNECTIONS false`
+      ).pipe(
         Effect.retry({
           while: (e) => sqlState(e) === OBJECT_IN_USE,
           schedule: Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(8))
         })
       )
-      yield* admin`REVOKE ALL ON DATABASE ${database} FROM PUBLIC`
-      yield* admin`GRANT CONNECT, TEMPORARY ON DATABASE ${database} TO ${role}`
+      yield* Effect.uninterruptible(admin`REVOKE ALL ON DATABASE ${database} FROM PUBLIC`)
+      yield* Effect.uninterruptible(admin`GRANT CONNECT, TEMPORARY ON DATABASE ${database} TO ${role}`)
+      yield* Effect.uninterruptible(admin`ALTER DATABASE ${database} ALLOW_CONNECTIONS true`)
     })
 
   const dropDatabase = (placement: { readonly database: string; readonly role: string }) =>
@@ -198,8 +228,13 @@ const make = Effect.gen(function*() {
         Effect.mapError(() => new InvalidTenant({ message: "a tenant name is 1 to 200 characters" }))
       )
       const version = yield* ensureTemplate.pipe(
-        Effect.tapErrorCause((cause) => Effect.logError("preparing the tenant template failed", cause)),
-        Effect.mapError(() => new ProvisioningFailed({ message: "the tenant database template could not be prepared" }))
+        // The migrator reports a failed migration as a defect: catch those too.
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
+            Effect.logError("preparing the tenant template failed", cause),
+            new ProvisioningFailed({ message: "the tenant database template could not be prepared" })
+          )
+        )
       )
       const placement: TenantPlacement = {
         tenantId,
@@ -209,32 +244,41 @@ const make = Effect.gen(function*() {
         password: Redacted.make(randomBytes(24).toString("base64url"))
       }
       // Claiming the id first makes concurrent provisioning of one id safe:
-      // exactly one insert wins, the others see the row and stop.
-      const claimed = yield* platform`
-        INSERT INTO tenants (id, name, status, db_server, db_name, db_role, db_password, schema_version)
-        VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${placement.database},
-                ${placement.role}, ${Redacted.value(placement.password)}, ${version})
-        ON CONFLICT DO NOTHING
-        RETURNING id`.pipe(orDie)
-      if (claimed.length === 0) {
-        return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
-      }
-      const rows = yield* Effect.zipRight(
-        createDatabase(placement),
-        platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
-      ).pipe(
-        // Whatever stopped it (an error, a defect, an interruption), undo it all so
-        // that nothing is left registered and the same id can be provisioned again.
-        Effect.onError((cause) =>
-          Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
-            Effect.zipRight(dropDatabase(placement)),
-            Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
-            Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
+      // exactly one insert wins, the others see the row and stop. The claim and
+      // the step that completes it are uninterruptible, so an interruption is
+      // seen only in between, where the undo below covers it: a claim is never
+      // left behind, nor a tenant made active whose database the undo dropped.
+      return yield* Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const claimed = yield* platform`
+            INSERT INTO tenants (id, name, status, db_server, db_name, db_role, db_password, schema_version)
+            VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${placement.database},
+                    ${placement.role}, ${Redacted.value(placement.password)}, ${version})
+            ON CONFLICT DO NOTHING
+            RETURNING id`.pipe(orDie)
+          if (claimed.length === 0) {
+            return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
+          }
+          const rows = yield* Effect.zipRight(
+            restore(createDatabase(placement)),
+            platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
+          ).pipe(
+            // Whatever stopped it (an error, a defect, an interruption), undo it all so
+            // that nothing is left registered and the same id can be provisioned again.
+            Effect.onError((cause) =>
+              Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
+                Effect.zipRight(dropDatabase(placement)),
+                Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
+                Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
+              )
+            ),
+            Effect.mapError(() =>
+              new ProvisioningFailed({ message: `the database of tenant ${tenantId} could not be created` })
+            )
           )
-        ),
-        Effect.mapError(() => new ProvisioningFailed({ message: `the database of tenant ${tenantId} could not be created` }))
+          return toTenant(rows[0]!)
+        })
       )
-      return toTenant(rows[0]!)
     })
 
   const placement = (id: string) =>
@@ -256,8 +300,22 @@ const make = Effect.gen(function*() {
       })
     })
 
+  const remove = (id: string, drain: Effect.Effect<void>) =>
+    Effect.gen(function*() {
+      const rows = yield* platform<{ db_name: string; db_role: string }>`
+        UPDATE tenants SET status = 'deleting', updated_at = now()
+        WHERE id = ${id} AND status IN ('active', 'suspended', 'deleting')
+        RETURNING db_name, db_role`.pipe(orDie)
+      const row = rows[0]
+      if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
+      yield* drain
+      yield* dropDatabase({ database: row.db_name, role: row.db_role }).pipe(orDie)
+      yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
+    }).pipe(Effect.uninterruptible)
+
   return TenantDatabases.of({
     provision,
+    remove,
     find: (id) => Effect.map(findRow(id), toTenant),
     list: platform<TenantRow>`SELECT * FROM tenants WHERE status IN ('active', 'suspended') ORDER BY id`.pipe(
       orDie,
