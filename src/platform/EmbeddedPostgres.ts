@@ -13,7 +13,7 @@ export class EmbeddedPostgresError extends Data.TaggedError("EmbeddedPostgresErr
 export interface EmbeddedPostgresOptions {
   /** The cluster's folder; created and initialised when empty, reused when not. */
   readonly directory: string
-  /** Listen port on 127.0.0.1; a free one when unset. */
+  /** Listen port on 127.0.0.1; when unset, a free one chosen on first start and kept. */
   readonly port?: number | undefined
   /** Trade durability for speed (tests): no fsync, no synchronous commit. */
   readonly ephemeral?: boolean | undefined
@@ -52,7 +52,15 @@ export const startEmbeddedPostgres = (options: EmbeddedPostgresOptions) =>
     const asRoot = userInfo().uid === 0
     if (asRoot) yield* ensureReachable(directory)
 
-    const port = options.port ?? (yield* attempt("finding a free port", freePort))
+    // The port is chosen once and kept: tenant placements record the server's address.
+    const portFile = join(directory, "port")
+    const port = options.port ?? (yield* attempt("choosing a port", async () => {
+      const saved = Number((await readFile(portFile, "utf8").catch(() => "")).trim())
+      if (Number.isInteger(saved) && saved > 0) return saved
+      const chosen = await freePort()
+      await writeFile(portFile, `${chosen}\n`)
+      return chosen
+    }))
     const log: Array<string> = []
     const server = new EmbeddedPostgresServer({
       databaseDir: dataDir,
@@ -75,6 +83,15 @@ export const startEmbeddedPostgres = (options: EmbeddedPostgresOptions) =>
       },
       onError: (error) => log.push(String(error))
     })
+    const url = Redacted.make(`postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`)
+    // A cluster already running in this folder (another process of ours, or one
+    // left behind by a process that was killed) is used as it is, never started
+    // twice: PostgreSQL's own lock file says whether its postmaster is alive.
+    const running = yield* Effect.promise(() => runningPostmaster(dataDir))
+    if (running !== undefined) {
+      yield* Effect.logInfo(`using the PostgreSQL already running in ${dataDir} (pid ${running})`)
+      return { port, url, attached: true }
+    }
     const initialised = yield* Effect.promise(() => exists(join(dataDir, "PG_VERSION")))
     if (!initialised) {
       yield* attempt("initialising the cluster", () => server.initialise())
@@ -89,11 +106,22 @@ export const startEmbeddedPostgres = (options: EmbeddedPostgresOptions) =>
       ),
       () => Effect.promise(() => server.stop())
     )
-    return {
-      port,
-      url: Redacted.make(`postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`)
-    }
+    return { port, url, attached: false }
   })
+
+/** The pid of the postmaster running in a data folder, if one is. */
+const runningPostmaster = async (dataDir: string): Promise<number | undefined> => {
+  const lock = await readFile(join(dataDir, "postmaster.pid"), "utf8").catch(() => undefined)
+  const pid = Number(lock?.split("\n")[0])
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  try {
+    process.kill(pid, 0)
+    return pid
+  } catch (error) {
+    // EPERM: alive but not ours to signal (root started it as 'postgres'): still running.
+    return error instanceof Error && "code" in error && error.code === "EPERM" ? pid : undefined
+  }
+}
 
 const exists = (path: string) => access(path, constants.F_OK).then(() => true, () => false)
 

@@ -12,7 +12,7 @@ import { PlatformConfig } from "./PlatformConfig.js"
  * `SqlClient`, so that tenant code can never pick up the platform connection by
  * accident, and platform code never a tenant's.
  */
-export class PlatformDb extends Context.Tag("tenant-engine/PlatformDb")<PlatformDb, SqlClient.SqlClient>() {
+export class PlatformDb extends Context.Tag("tenant-engine/PlatformDb")<PlatformDb, PgClient.PgClient>() {
   /** Opens the pool (creating the database if it is missing) and runs the platform migrations. */
   static readonly layer = Layer.scoped(
     PlatformDb,

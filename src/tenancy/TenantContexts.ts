@@ -1,10 +1,17 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Context, Deferred, Duration, Effect, Layer, RcMap, type Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, RcMap, Schedule, type Scope, Stream } from "effect"
+import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import { type TenantNotFound, type TenantSuspended, TenantUnavailable } from "./TenancyErrors.js"
 import { TenantDatabases } from "./TenantDatabases.js"
 import { type TenantServices, TenantServicesLive } from "./TenantServices.js"
 import { TenantSession } from "./TenantSession.js"
+
+/**
+ * The channel on which a tenant's change of status, migration state or
+ * existence is announced (by a trigger on `tenants`, migration 0003).
+ */
+export const TENANT_CHANGES = "tenant_engine_tenants"
 
 export type TenantContextError = TenantNotFound | TenantSuspended | TenantUnavailable
 
@@ -36,6 +43,8 @@ export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<
   readonly get: (tenantId: string) => Effect.Effect<Context.Context<TenantServices>, TenantContextError, Scope.Scope>
   /** Closes the tenant's context as soon as no one holds it; the next get builds it anew. */
   readonly invalidate: (tenantId: string) => Effect.Effect<void>
+  /** Invalidates, then waits (at most `timeout`) until the tenant's contexts have closed. */
+  readonly drain: (tenantId: string, timeout: Duration.DurationInput) => Effect.Effect<void>
   readonly stats: Effect.Effect<TenantContextStats>
 }>() {
   static readonly layer = Layer.scoped(TenantContexts, Effect.suspend(() => make)).pipe(
@@ -56,6 +65,7 @@ export const withTenant = (tenantId: string) =>
 const make = Effect.gen(function*() {
   const config = yield* TenancyConfig
   const databases = yield* TenantDatabases
+  const platform = yield* PlatformDb
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
   const maxOpen = Math.max(1, Math.floor(config.connectionBudget / config.maxConnectionsPerTenant))
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
@@ -63,7 +73,28 @@ const make = Effect.gen(function*() {
   let open = 0
   let opened = 0
   let closed = 0
-  // References and last use per tenant, to find the least recently used idle context.
+  // Open contexts per tenant (old generations included), for drain.
+  const openPerTenant = new Map<string, number>()
+  const count = (tenantId: string, delta: number) => {
+    const n = (openPerTenant.get(tenantId) ?? 0) + delta
+    if (n === 0) openPerTenant.delete(tenantId)
+    else openPerTenant.set(tenantId, n)
+  }
+  // Contexts are cached under `${generation}/${tenantId}`, and a key is never used
+  // again once invalidated: RcMap (effect 3) mishandles an entry invalidated while
+  // held when its key is looked up again (the old entry's release or idle timer
+  // removes the new one, which then never closes: its pool and slot leak;
+  // Effect-TS/effect#7515).
+  const generations = new Map<string, number>()
+  const keyOf = (tenantId: string) => `${generations.get(tenantId) ?? 0}/${tenantId}`
+  const tenantOf = (key: string) => key.slice(key.indexOf("/") + 1)
+  const retire = (key: string): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const tenantId = tenantOf(key)
+      if (keyOf(tenantId) === key) generations.set(tenantId, (generations.get(tenantId) ?? 0) + 1)
+      return RcMap.invalidate(map, key)
+    })
+  // References and last use per key, to find the least recently used idle context.
   const usage = new Map<string, { references: number; lastUsed: number }>()
   // Completed (and replaced) whenever a slot may have become free.
   let roomChanged = yield* Deferred.make<void>()
@@ -92,23 +123,33 @@ const make = Effect.gen(function*() {
         )
       }
       const waitForRoom = idle !== undefined
-        ? Effect.zipRight(Effect.sync(() => usage.delete(idle[0])), RcMap.invalidate(map, idle[0]))
+        ? Effect.zipRight(Effect.sync(() => usage.delete(idle[0])), retire(idle[0]))
         : Effect.asVoid(Effect.timeout(Deferred.await(roomChanged), wait).pipe(Effect.ignore))
       return Effect.zipRight(waitForRoom, reserveSlot(deadline))
     })
 
-  const lookup = (tenantId: string) =>
+  const isCached = (key: string): Effect.Effect<boolean> => RcMap.has(map, key)
+
+  const lookup = (key: string) =>
     Effect.gen(function*() {
-      const placement = yield* databases.placement(tenantId)
+      const placement = yield* databases.placement(tenantOf(key))
       yield* reserveSlot(Date.now() + acquireTimeout)
       opened++
+      count(tenantOf(key), 1)
       // The slot is given back when this context's scope closes, after its pool has ended.
+      // Its usage goes too, unless a new context under the same key (after an idle
+      // expiry) is already in use: that one must stay evictable.
       yield* Effect.addFinalizer(() =>
-        Effect.zipRight(Effect.sync(() => {
-          open--
-          closed++
-          if (usage.get(tenantId)?.references === 0) usage.delete(tenantId)
-        }), signalRoom)
+        Effect.flatMap(isCached(key), (replaced) =>
+          Effect.zipRight(
+            Effect.sync(() => {
+              open--
+              closed++
+              count(tenantOf(key), -1)
+              if (!replaced && usage.get(key)?.references === 0) usage.delete(key)
+            }),
+            signalRoom
+          ))
       )
       const scope = yield* Effect.scope
       const layer = TenantServicesLive.pipe(
@@ -122,9 +163,9 @@ const make = Effect.gen(function*() {
 
   const map = yield* RcMap.make({ lookup, idleTimeToLive: config.idleTimeout })
 
-  const release = (tenantId: string) =>
+  const release = (key: string) =>
     Effect.suspend(() => {
-      const u = usage.get(tenantId)
+      const u = usage.get(key)
       if (u) {
         u.references--
         u.lastUsed = Date.now()
@@ -135,21 +176,44 @@ const make = Effect.gen(function*() {
   const get = (tenantId: string) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const u = usage.get(tenantId) ?? { references: 0, lastUsed: 0 }
-        usage.set(tenantId, u)
+        const key = keyOf(tenantId)
+        const u = usage.get(key) ?? { references: 0, lastUsed: 0 }
+        usage.set(key, u)
         u.references++
         u.lastUsed = Date.now()
-        yield* Effect.addFinalizer(() => release(tenantId))
-        return yield* restore(RcMap.get(map, tenantId)).pipe(
+        yield* Effect.addFinalizer(() => release(key))
+        return yield* restore(RcMap.get(map, key)).pipe(
           // RcMap keeps a failed lookup for the idle time; drop it so the next caller retries.
-          Effect.tapError(() => RcMap.invalidate(map, tenantId))
+          Effect.tapError(() => retire(key))
         )
       })
     )
 
+  const invalidate = (tenantId: string) => retire(keyOf(tenantId))
+
+  const drain = (tenantId: string, timeout: Duration.DurationInput) => {
+    const deadline = Date.now() + Duration.toMillis(timeout)
+    const wait: Effect.Effect<void> = Effect.suspend(() => {
+      const remaining = deadline - Date.now()
+      if (!openPerTenant.has(tenantId) || remaining <= 0) return Effect.void
+      return Effect.zipRight(Effect.ignore(Effect.timeout(Deferred.await(roomChanged), remaining)), wait)
+    })
+    return Effect.zipRight(invalidate(tenantId), wait)
+  }
+
+  // Changes made anywhere (another process, the CLI, SQL) drop this process's
+  // context of the tenant: its next request opens it anew, or is refused.
+  yield* platform.listen(TENANT_CHANGES).pipe(
+    Stream.runForEach(invalidate),
+    Effect.tapErrorCause((cause) => Effect.logWarning("listening for tenant changes failed; retrying", cause)),
+    Effect.retry(Schedule.spaced("1 second")),
+    Effect.forkScoped
+  )
+
   return TenantContexts.of({
     get,
-    invalidate: (tenantId) => RcMap.invalidate(map, tenantId),
+    invalidate,
+    drain,
     stats: Effect.sync(() => ({
       open,
       references: [...usage.values()].reduce((sum, u) => sum + u.references, 0),

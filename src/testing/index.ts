@@ -3,4 +3,6 @@
  * tenant-scoped code against a real PostgreSQL.
  */
 export * from "./TestDatabases.js"
+export * from "./TestPlatform.js"
 export * from "./TestUser.js"
+export * from "./TestIssuer.js"

@@ -1,0 +1,126 @@
+import { Config, ConfigError, Context, Duration, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
+import { withDatabase } from "./db/DatabaseUrl.js"
+
+/**
+ * Every setting, read once from the environment at start-up. A bad value stops
+ * start-up with a message naming the variable (see `describeConfigError`).
+ */
+export interface Settings {
+  /** Unset: an embedded PostgreSQL under `dataDir`. */
+  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
+  /** Server for tenant databases; `{database}` may stand for the database name. */
+  readonly tenantDatabaseUrl: Option.Option<Redacted.Redacted<string>>
+  readonly port: number
+  readonly host: string
+  /** Unset: the built-in development issuer. */
+  readonly authIssuers: ReadonlyArray<string>
+  readonly authAudience: string
+  readonly authJwksUrl: Option.Option<string>
+  readonly authAlgorithms: ReadonlyArray<string>
+  readonly authClockTolerance: Duration.Duration
+  readonly tenantClaim: string
+  readonly logLevel: LogLevel.LogLevel
+  readonly logFormat: "pretty" | "json"
+  readonly platformPoolMax: number
+  readonly tenantPoolMax: number
+  readonly tenantConnectionBudget: number
+  readonly tenantIdleTimeout: Duration.Duration
+  readonly tenantAcquireTimeout: Duration.Duration
+  readonly tenantDatabasePrefix: string
+  readonly dataDir: string
+}
+
+const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+const list = (name: string, fallback: string) =>
+  Config.map(Config.withDefault(Config.string(name), fallback), (value) =>
+    value.split(",").map((item) => item.trim()).filter((item) => item !== ""))
+
+const postgresUrl = (name: string) =>
+  Config.option(Config.redacted(name)).pipe(
+    Config.validate({
+      message: "must be a postgres:// or postgresql:// URL",
+      validation: (value) =>
+        Option.match(value, {
+          onNone: () => true,
+          onSome: (url) => /^postgres(ql)?:\/\/[^\s]+$/.test(Redacted.value(url))
+        })
+    })
+  )
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: "must be a positive integer", validation: (n) => n > 0 })
+  )
+
+export const settingsConfig: Config.Config<Settings> = Config.all({
+  databaseUrl: postgresUrl("DATABASE_URL"),
+  tenantDatabaseUrl: postgresUrl("TENANT_DATABASE_URL"),
+  port: Config.withDefault(Config.port("PORT"), 3000),
+  host: Config.withDefault(Config.string("HOST"), "127.0.0.1"),
+  authIssuers: list("AUTH_ISSUER", ""),
+  authAudience: Config.withDefault(Config.nonEmptyString("AUTH_AUDIENCE"), "platform"),
+  authJwksUrl: Config.option(Config.url("AUTH_JWKS_URL").pipe(Config.map((url) => url.toString()))),
+  authAlgorithms: list("AUTH_ALGORITHMS", "RS256,PS256,ES256,EdDSA").pipe(
+    Config.validate({
+      message: `must be a comma-separated list of ${ALGORITHMS.join(", ")}`,
+      validation: (algs) => algs.length > 0 && algs.every((alg) => ALGORITHMS.includes(alg))
+    })
+  ),
+  authClockTolerance: Config.withDefault(Config.duration("AUTH_CLOCK_TOLERANCE"), Duration.seconds(30)),
+  tenantClaim: Config.withDefault(Config.nonEmptyString("TENANT_CLAIM"), "tenant"),
+  logLevel: Config.withDefault(Config.logLevel("LOG_LEVEL"), LogLevel.Info),
+  logFormat: Config.withDefault(Config.literal("pretty", "json")("LOG_FORMAT"), "pretty" as const),
+  platformPoolMax: positiveInt("PLATFORM_POOL_MAX", 10),
+  tenantPoolMax: positiveInt("TENANT_POOL_MAX", 4),
+  tenantConnectionBudget: positiveInt("TENANT_CONNECTION_BUDGET", 80),
+  tenantIdleTimeout: Config.withDefault(Config.duration("TENANT_IDLE_TIMEOUT"), Duration.minutes(5)),
+  tenantAcquireTimeout: Config.withDefault(Config.duration("TENANT_ACQUIRE_TIMEOUT"), Duration.seconds(5)),
+  tenantDatabasePrefix: Config.withDefault(Config.string("TENANT_DATABASE_PREFIX"), "tenant_").pipe(
+    Config.validate({
+      message: "must be lowercase letters, digits and '_', starting with a letter",
+      validation: (prefix) => /^[a-z][a-z0-9_]{0,20}$/.test(prefix)
+    })
+  ),
+  dataDir: Config.withDefault(Config.string("DATA_DIR"), ".data")
+}).pipe(
+  Config.validate({
+    message: "TENANT_CONNECTION_BUDGET must be at least TENANT_POOL_MAX",
+    validation: (s) => s.tenantConnectionBudget >= s.tenantPoolMax
+  })
+)
+
+export class AppConfig extends Context.Tag("tenant-engine/AppConfig")<AppConfig, Settings>() {
+  static readonly layer = Layer.effect(AppConfig, settingsConfig)
+}
+
+/** The administrative URL of the tenant server, from TENANT_DATABASE_URL or the platform URL. */
+export const tenantAdminUrl = (settings: Settings, platformUrl: Redacted.Redacted<string>) =>
+  Option.match(settings.tenantDatabaseUrl, {
+    onNone: () => platformUrl,
+    onSome: (url) => {
+      const text = Redacted.value(url)
+      return text.includes("{database}")
+        ? withDatabase(Redacted.make(text.replace("{database}", "postgres")), "postgres")
+        : url
+    }
+  })
+
+/** One line per problem, each naming its variable. */
+export const describeConfigError = (error: ConfigError.ConfigError): string =>
+  ConfigError.reduceWithContext(error, undefined, {
+    andCase: (_, left: string, right: string) => `${left}\n${right}`,
+    orCase: (_, left: string, right: string) => `${left}\n${right}`,
+    invalidDataCase: (_, path, message) => `${path.join(".") || "configuration"}: ${message}`,
+    missingDataCase: (_, path, message) => `${path.join(".")}: ${message}`,
+    sourceUnavailableCase: (_, path, message) => `${path.join(".")}: ${message}`,
+    unsupportedCase: (_, path, message) => `${path.join(".")}: ${message}`
+  })
+
+export const readSettings = Effect.either(settingsConfig).pipe(
+  Effect.flatMap(Either.match({
+    onLeft: (error) => Effect.fail(describeConfigError(error)),
+    onRight: Effect.succeed
+  }))
+)

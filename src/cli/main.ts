@@ -1,0 +1,42 @@
+import { Command, ValidationError } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import { Console, Effect, Exit } from "effect"
+import { readSettings } from "../AppConfig.js"
+import { runServer } from "../Server.js"
+import { CliPlatform } from "./CliPlatform.js"
+import { clients } from "./clients.js"
+import { domains } from "./domains.js"
+import { migrate } from "./migrate.js"
+import { messageOf } from "./output.js"
+import { tenants } from "./tenants.js"
+import { token } from "./token.js"
+
+const serve = Command.make("serve", {}, () =>
+  readSettings.pipe(
+    Effect.mapError((message) => new Error(`invalid configuration:\n${message}`)),
+    Effect.flatMap(runServer)
+  )).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
+
+// Commands that operate on the platform get its services; serve and token build their own.
+
+const root = Command.make("tenant-engine").pipe(
+  Command.withDescription("operate the tenant engine: tenants, service clients, domains, migrations, tokens"),
+  Command.withSubcommands([
+    serve,
+    Command.provide(migrate, CliPlatform),
+    Command.provide(tenants, CliPlatform),
+    Command.provide(clients, CliPlatform),
+    Command.provide(domains, CliPlatform),
+    token
+  ])
+)
+
+const cli = Command.run(root, { name: "tenant-engine", version: "0.1.0" })
+
+// Usage errors are printed by the CLI itself; every other failure is one line
+// on stderr. Either way the exit code is 1.
+cli(process.argv).pipe(
+  Effect.tapError((error) => ValidationError.isValidationError(error) ? Effect.void : Console.error(`error: ${messageOf(error)}`)),
+  Effect.provide(NodeContext.layer),
+  Effect.runPromiseExit
+).then((exit) => process.exit(Exit.isSuccess(exit) ? 0 : 1))

@@ -1,0 +1,28 @@
+import { Command, Options } from "@effect/cli"
+import { Effect } from "effect"
+import { TenantMigrator } from "../tenancy/TenantMigrator.js"
+import { printRows } from "./output.js"
+
+export const migrate = Command.make(
+  "migrate",
+  {
+    concurrency: Options.integer("concurrency").pipe(
+      Options.withDescription("tenants migrated at once (default: what the connection budget allows, at most 8)"),
+      Options.optional
+    ),
+    status: Options.boolean("status").pipe(Options.withDescription("show each tenant's schema state; migrate nothing")),
+    json: Options.boolean("json").pipe(Options.withDescription("print JSON"))
+  },
+  ({ concurrency, json, status }) =>
+    Effect.gen(function*() {
+      const migrator = yield* TenantMigrator
+      if (status) {
+        const report = yield* migrator.status
+        return yield* printRows(report.tenants.map((t) => ({ ...t })), {
+          json,
+          columns: ["id", "state", "version", "error"]
+        })
+      }
+      yield* migrator.migrateAll({ concurrency, json })
+    })
+).pipe(Command.withDescription("bring the platform and every tenant database up to date (or --status)"))

@@ -1,0 +1,16 @@
+import { HttpApiBuilder } from "@effect/platform"
+import { Effect } from "effect"
+import { PlatformDb } from "../platform/PlatformDb.js"
+import { NotReady, PlatformApi } from "./Api.js"
+
+export const HealthHandlers = HttpApiBuilder.group(PlatformApi, "health", (handlers) =>
+  Effect.gen(function*() {
+    const platform = yield* PlatformDb
+    const ping = platform`SELECT 1`.pipe(
+      Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "timeout" }),
+      Effect.mapError(() => new NotReady({ message: "the platform database does not answer" }))
+    )
+    return handlers
+      .handle("healthz", () => Effect.succeed({ status: "ok" as const }))
+      .handle("readyz", () => Effect.as(ping, { status: "ready" as const }))
+  }))
