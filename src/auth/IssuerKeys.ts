@@ -16,12 +16,16 @@ export interface IssuerKeys {
   readonly getKey: JWTVerifyGetKey
   /** The keys currently known (after a first fetch), for diagnostics. */
   readonly current: () => JSONWebKeySet | undefined
+  /** Changes whenever the published keys change: what was verified before may no longer be. */
+  readonly version: () => number
+  /** Starts a background refresh when the keys are due for one (a cached verification still counts as use). */
+  readonly refreshIfStale: () => void
 }
 
 /** A fixed key set (a local JWKS file). */
 export const localIssuerKeys = (jwks: JSONWebKeySet): IssuerKeys => {
   const getKey = createLocalJWKSet(jwks)
-  return { getKey, current: () => getKey.jwks() }
+  return { getKey, current: () => getKey.jwks(), version: () => 0, refreshIfStale: () => {} }
 }
 
 export interface RemoteKeysOptions {
@@ -45,6 +49,8 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
   let attemptedAt = Number.NEGATIVE_INFINITY
   let pending: Promise<void> | undefined
   let located: URL | undefined
+  let version = 0
+  let published = ""
 
   const refresh = (): Promise<void> => {
     // Concurrent callers share one fetch.
@@ -59,6 +65,11 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
         // on a bad answer, which keeps the old keys.
         keys = createLocalJWKSet(jwks as JSONWebKeySet)
         fetchedAt = Date.now()
+        const text = JSON.stringify(jwks)
+        if (text !== published) {
+          published = text
+          version++
+        }
       } catch (cause) {
         options.onFetchError(cause, background)
         throw new KeysUnavailable("the issuer's keys could not be fetched", { cause })
@@ -73,14 +84,20 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
 
   const coolingDown = () => Date.now() - attemptedAt < options.cooldownMillis
 
+  const refreshIfStale = () => {
+    if (keys !== undefined && Date.now() - fetchedAt > options.maxAgeMillis && !pending && !coolingDown()) {
+      // Already reported through onFetchError; the known keys stay in use.
+      refresh().catch(() => undefined)
+    }
+  }
+
   const getKey: JWTVerifyGetKey = async (header, token) => {
     if (keys === undefined) {
       if (pending) await pending
       else if (coolingDown()) throw new KeysUnavailable("the issuer's keys could not be fetched")
       else await refresh()
-    } else if (Date.now() - fetchedAt > options.maxAgeMillis && !pending && !coolingDown()) {
-      // Already reported through onFetchError; the known keys stay in use.
-      refresh().catch(() => undefined)
+    } else {
+      refreshIfStale()
     }
     const known = keys
     if (known === undefined) throw new KeysUnavailable("the issuer's keys could not be fetched")
@@ -98,7 +115,7 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
     }
   }
 
-  return { getKey, current: () => keys?.jwks() }
+  return { getKey, current: () => keys?.jwks(), version: () => version, refreshIfStale }
 }
 
 /** Finds the JWKS URL by OIDC discovery; the document must name the same issuer. */

@@ -1,5 +1,6 @@
 import { Clock, Context, Duration, Effect, Either, Layer, ParseResult, Runtime, Schema } from "effect"
 import { errors, type JWTVerifyGetKey, jwtVerify, type JWTVerifyOptions } from "jose"
+import { createHash } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { AuthConfig, PUBLIC_KEY_ALGORITHMS, type TrustedIssuer } from "./AuthConfig.js"
 import { InvalidToken } from "./AuthErrors.js"
@@ -10,6 +11,9 @@ import {
   localIssuerKeys,
   remoteIssuerKeys
 } from "./IssuerKeys.js"
+
+/** How many verified tokens are remembered (the oldest goes first). */
+const VERIFIED_CACHE_CAPACITY = 10_000
 
 /** Tokens longer than this are refused unread: no real access token comes near it. */
 export const MAX_TOKEN_LENGTH = 16 * 1024
@@ -230,7 +234,7 @@ const make = Effect.gen(function*() {
     }
   }
 
-  const verify = (token: string): Effect.Effect<VerifiedToken, InvalidToken> =>
+  const verifyUncached = (token: string): Effect.Effect<VerifiedToken, InvalidToken> =>
     Effect.gen(function*() {
       const { issuer, keys } = yield* inspect(token, allowed, keySets)
       const now = yield* Clock.currentTimeMillis
@@ -269,6 +273,36 @@ const make = Effect.gen(function*() {
       )
       const { alg, kid, typ } = verified.protectedHeader
       return { header: { alg: alg ?? "", kid, typ }, claims }
+    })
+
+  // Verified tokens, by a hash of the token: a repeated token skips the
+  // signature, but its times are checked on every use, and an entry verified
+  // under keys that have since changed is verified again.
+  const verified = new Map<string, { readonly token: VerifiedToken; readonly keys: IssuerKeys; readonly version: number }>()
+  const remember = (hash: string, token: VerifiedToken) => {
+    const keys = keySets.get(token.claims.iss)
+    if (keys === undefined) return
+    if (verified.size >= VERIFIED_CACHE_CAPACITY) verified.delete(verified.keys().next().value!)
+    verified.set(hash, { token, keys, version: keys.version() })
+  }
+
+  const verify = (token: string): Effect.Effect<VerifiedToken, InvalidToken> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (token.length > MAX_TOKEN_LENGTH) return Effect.fail(invalid("the token is too long"))
+      const hash = createHash("sha256").update(token).digest("base64url")
+      const hit = verified.get(hash)
+      hit?.keys.refreshIfStale()
+      if (hit !== undefined && hit.version === hit.keys.version()) {
+        const { exp, nbf } = hit.token.claims
+        const seconds = now / 1000
+        if (seconds - clockTolerance >= exp) {
+          verified.delete(hash)
+          return Effect.fail(invalid("the token has expired"))
+        }
+        if (nbf !== undefined && seconds + clockTolerance < nbf) return Effect.fail(invalid("the token is not valid yet"))
+        return Effect.succeed(hit.token)
+      }
+      return Effect.tap(verifyUncached(token), (result) => Effect.sync(() => remember(hash, result)))
     })
 
   return TokenVerifier.of({ verify })

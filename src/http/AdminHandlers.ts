@@ -9,6 +9,7 @@ export const AdminHandlers = HttpApiBuilder.group(PlatformApi, "admin", (handler
       .handle("createTenant", ({ payload }) => admin.create(payload.id, payload.name))
       .handle("listTenants", () => Effect.map(admin.list, (items) => ({ items })))
       .handle("updateTenant", ({ path, payload }) => admin.setStatus(path.id, payload.status))
+      .handle("deleteTenant", ({ path }) => admin.remove(path.id))
       .handle("addClient", ({ path, payload }) => admin.registerClient(path.id, payload.clientId, payload.displayName))
       .handle("listClients", ({ path }) => Effect.map(admin.listClients(path.id), (items) => ({ items })))
       .handle("disableClient", ({ path }) => Effect.asVoid(admin.disableClient(path.id, path.clientId)))

@@ -127,6 +127,11 @@ export class Admin extends HttpApiGroup.make("admin")
       .addSuccess(Tenant)
   )
   .add(
+    HttpApiEndpoint.del("deleteTenant")`/v1/admin/tenants/${tenantId}`
+      .addSuccess(HttpApiSchema.NoContent)
+      .annotate(OpenApi.Description, "Suspends the tenant, drains in-flight requests, drops its database, accounts, clients and domains.")
+  )
+  .add(
     HttpApiEndpoint.post("addClient")`/v1/admin/tenants/${tenantId}/clients`
       .setPayload(Schema.Struct({ clientId: Schema.String, displayName: Schema.String }).annotations(strict))
       .addSuccess(ServiceClient, { status: 201 })

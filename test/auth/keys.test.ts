@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer, TestClock } from "effect"
 import { mkdtemp, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -119,7 +119,10 @@ describe("issuer keys", () => {
       yield* issuer.setAvailable(false)
       yield* Effect.sleep("200 millis")
       for (let i = 0; i < 5; i++) yield* verifier.verify(token)
-      // A background refresh was tried (and failed) without failing anyone.
+      // A background refresh was tried (and failed) without failing anyone. A
+      // repeated token is served from the verified-token cache, which starts the
+      // refresh without waiting for it: give its request time to arrive.
+      yield* Effect.sleep("100 millis")
       expect((yield* issuer.requests).jwks).toBeGreaterThanOrEqual(2)
       const rotated = yield* issuer.rotate()
       const fresh = yield* issuer.user("alice")
@@ -148,6 +151,23 @@ describe("issuer keys", () => {
       yield* Effect.sleep("100 millis")
       expect(yield* tag(verifier.verify(token))).toBe("InvalidToken")
     }).pipe(Effect.scoped))
+
+  it.scoped("a repeated token skips verification but not its times: it expires in the cache too", () =>
+    Effect.gen(function*() {
+      const issuer = yield* issuerWith()
+      const verifier = yield* verifierFor(issuer.authConfig({ clockTolerance: Duration.seconds(5) }))
+      const token = yield* issuer.user("alice", { lifetime: Duration.minutes(1) })
+      const jwks = (yield* issuer.requests).jwks
+      expect(yield* tag(verifier.verify(token))).toBe("ok")
+      expect(yield* tag(verifier.verify(token))).toBe("ok")
+      // Taking the issuer down proves the second and later uses were served from the cache.
+      yield* issuer.setAvailable(false)
+      expect(yield* tag(verifier.verify(token))).toBe("ok")
+      expect((yield* issuer.requests).jwks).toBe(jwks + 1)
+      yield* TestClock.adjust(Duration.seconds(70))
+      const expired = yield* Effect.flip(verifier.verify(token))
+      expect(expired.message).toBe("the token has expired")
+    }))
 
   it.scoped("an issuer whose keys cannot be fetched fails its tokens, not start-up", () =>
     Effect.gen(function*() {
