@@ -39,7 +39,7 @@ const list = (name: string, fallback: string) =>
 const postgresUrl = (name: string) =>
   Config.option(Config.redacted(name)).pipe(
     Config.validate({
-      message: "must be a postgres:// or postgresql:// URL",
+      message: `${name}: must be a postgres:// or postgresql:// URL`,
       validation: (value) =>
         Option.match(value, {
           onNone: () => true,
@@ -51,20 +51,20 @@ const postgresUrl = (name: string) =>
 const positiveInt = (name: string, fallback: number) =>
   Config.integer(name).pipe(
     Config.withDefault(fallback),
-    Config.validate({ message: "must be a positive integer", validation: (n) => n > 0 })
+    Config.validate({ message: `${name}: must be a positive integer`, validation: (n) => n > 0 })
   )
 
 export const settingsConfig: Config.Config<Settings> = Config.all({
   databaseUrl: postgresUrl("DATABASE_URL"),
   tenantDatabaseUrl: postgresUrl("TENANT_DATABASE_URL"),
   port: Config.withDefault(Config.port("PORT"), 3000),
-  host: Config.withDefault(Config.string("HOST"), "127.0.0.1"),
+  host: Config.withDefault(Config.nonEmptyString("HOST"), "127.0.0.1"),
   authIssuers: list("AUTH_ISSUER", ""),
   authAudience: Config.withDefault(Config.nonEmptyString("AUTH_AUDIENCE"), "platform"),
   authJwksUrl: Config.option(Config.url("AUTH_JWKS_URL").pipe(Config.map((url) => url.toString()))),
   authAlgorithms: list("AUTH_ALGORITHMS", "RS256,PS256,ES256,EdDSA").pipe(
     Config.validate({
-      message: `must be a comma-separated list of ${ALGORITHMS.join(", ")}`,
+      message: `AUTH_ALGORITHMS: must be a comma-separated list of ${ALGORITHMS.join(", ")}`,
       validation: (algs) => algs.length > 0 && algs.every((alg) => ALGORITHMS.includes(alg))
     })
   ),
@@ -79,14 +79,14 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   tenantAcquireTimeout: Config.withDefault(Config.duration("TENANT_ACQUIRE_TIMEOUT"), Duration.seconds(5)),
   tenantDatabasePrefix: Config.withDefault(Config.string("TENANT_DATABASE_PREFIX"), "tenant_").pipe(
     Config.validate({
-      message: "must be lowercase letters, digits and '_', starting with a letter",
+      message: "TENANT_DATABASE_PREFIX: must be lowercase letters, digits and '_', starting with a letter",
       validation: (prefix) => /^[a-z][a-z0-9_]{0,20}$/.test(prefix)
     })
   ),
   dataDir: Config.withDefault(Config.string("DATA_DIR"), ".data")
 }).pipe(
   Config.validate({
-    message: "TENANT_CONNECTION_BUDGET must be at least TENANT_POOL_MAX",
+    message: "TENANT_CONNECTION_BUDGET: must be at least TENANT_POOL_MAX",
     validation: (s) => s.tenantConnectionBudget >= s.tenantPoolMax
   })
 )
@@ -112,7 +112,8 @@ export const describeConfigError = (error: ConfigError.ConfigError): string =>
   ConfigError.reduceWithContext(error, undefined, {
     andCase: (_, left: string, right: string) => `${left}\n${right}`,
     orCase: (_, left: string, right: string) => `${left}\n${right}`,
-    invalidDataCase: (_, path, message) => `${path.join(".") || "configuration"}: ${message}`,
+    // Validation rules name their variable in the message; a path names it otherwise.
+    invalidDataCase: (_, path, message) => (path.length > 0 ? `${path.join(".")}: ${message}` : message),
     missingDataCase: (_, path, message) => `${path.join(".")}: ${message}`,
     sourceUnavailableCase: (_, path, message) => `${path.join(".")}: ${message}`,
     unsupportedCase: (_, path, message) => `${path.join(".")}: ${message}`

@@ -122,7 +122,9 @@ const refuseBody = (request: HttpServerRequest.HttpServerRequest): Option.Option
     }
     const contentType = request.headers["content-type"]
     const hasBody = length > 0 || request.headers["transfer-encoding"] !== undefined
-    if (hasBody && contentType !== undefined && !/^application\/(.+\+)?json\s*(;|$)/i.test(contentType)) {
+    // Only application/json itself: HttpApi parses no other type as JSON (a
+    // `+json` type would reach the schema as raw bytes and fail confusingly).
+    if (hasBody && contentType !== undefined && !/^application\/json\s*(;|$)/i.test(contentType)) {
       return Option.some(json(415, { error: "unsupported_media_type", message: "request bodies must be application/json" }))
     }
     return Option.none()

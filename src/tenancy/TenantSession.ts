@@ -83,8 +83,16 @@ const openPool = async (placement: TenantPlacement, options: TenantSessionOption
   }
 }
 
-/** SQLSTATE classes that say the database, not the statement, is the problem. */
-const UNAVAILABLE_STATES = /^(08|53|57|3D)/
+/**
+ * SQLSTATE classes that say the database, not the statement, is the problem:
+ * connection (08), resources (53), operator intervention (57), no such
+ * database (3D), authorization (28: the tenant's role was refused), and
+ * 55000 (the database does not allow connections).
+ */
+const UNAVAILABLE_STATES = /^(08|53|57|3D|28)|^55000$/
+
+/** SqlError messages of @effect/sql-pg for a connection that could not be had. */
+const NO_CONNECTION = /^(Failed to acquire connection|Connection error)/
 
 /**
  * Maps a tenant query's SqlError: the database being unreachable, overloaded,
@@ -95,7 +103,8 @@ export const orUnavailable = (tenantId: string) =>
 <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effect<A, TenantUnavailable, R> =>
   Effect.catchAll(effect, (error) => {
     const state = sqlState(error)
-    const isStatementError = state !== undefined && /^[0-9A-Z]{5}$/.test(state) && !UNAVAILABLE_STATES.test(state)
+    const isStatementError = !NO_CONNECTION.test(error.message) && state !== undefined &&
+      /^[0-9A-Z]{5}$/.test(state) && !UNAVAILABLE_STATES.test(state)
     return isStatementError
       ? Effect.die(error)
       : Effect.fail(new TenantUnavailable({ message: `the database of tenant ${tenantId} is unavailable`, retryAfterSeconds: 2 }))
