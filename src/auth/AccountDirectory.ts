@@ -150,14 +150,14 @@ const toEntry = (row: EntryRow): Entry => ({
     kind: row.kind,
     ...(row.display_name !== null ? { displayName: row.display_name } : {}),
     createdAt: row.account_created_at
-  }),
+  }, true),
   tenant: new Tenant({
     id: row.tenant_id,
     name: row.tenant_name,
     // Provisioning and deleting tenants admit nobody; to callers they are suspended.
     status: row.tenant_status === "active" ? "active" : "suspended",
     createdAt: row.tenant_created_at
-  }),
+  }, true),
   tenantStatus: row.tenant_status,
   accountDisabled: row.account_disabled_at !== null,
   clientDisabled: row.client_disabled_at !== null
@@ -171,10 +171,10 @@ const toServiceClient = (row: ClientRow) =>
     accountId: row.account_id,
     disabled: row.disabled_at !== null,
     createdAt: row.created_at
-  })
+  }, true)
 
 const toDomain = (row: DomainRow) =>
-  new TenantDomain({ domain: row.domain, tenantId: row.tenant_id, createdAt: row.created_at })
+  new TenantDomain({ domain: row.domain, tenantId: row.tenant_id, createdAt: row.created_at }, true)
 
 /**
  * A bounded LRU map with a time to live. `generation` changes on every

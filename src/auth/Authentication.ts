@@ -95,10 +95,10 @@ export const principalOf = (claims: VerifiedClaims): Effect.Effect<Principal, In
     if (clientId === undefined) {
       return Effect.fail(new InvalidToken({ message: "a client-credentials token must carry client_id or azp" }))
     }
-    return Effect.succeed(new Principal({ ...common, kind: "machine", subject: claims.sub ?? clientId, clientId }))
+    return Effect.succeed(new Principal({ ...common, kind: "machine", subject: claims.sub ?? clientId, clientId }, true))
   }
   if (claims.sub === undefined) return Effect.fail(new InvalidToken({ message: "the token has no sub claim" }))
-  return Effect.succeed(new Principal({ ...common, kind: "user", subject: claims.sub }))
+  return Effect.succeed(new Principal({ ...common, kind: "user", subject: claims.sub }, true))
 }
 
 const make = Effect.gen(function*() {

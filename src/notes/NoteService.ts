@@ -53,7 +53,7 @@ export class NoteService extends Context.Tag("tenant-engine/NoteService")<NoteSe
             const nextCursor = rows.length > limit && last
               ? Schema.encodeSync(Cursor)([last.createdAt, last.id])
               : null
-            return new NotePage({ items, nextCursor })
+            return new NotePage({ items, nextCursor }, true)
           }),
         get: (id) => isNoteId(id) ? Effect.flatMap(repo.find(id), found(id)) : Effect.fail(notFound(id)),
         update: (id, input) =>

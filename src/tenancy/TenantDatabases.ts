@@ -2,7 +2,7 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Context, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { Cause, Clock, Context, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
@@ -84,10 +84,13 @@ const toTenant = (row: TenantRow) =>
     name: row.name,
     status: row.status === "suspended" ? "suspended" : "active",
     createdAt: row.created_at
-  })
+  }, true)
 
 /** PostgreSQL's limit on identifiers (NAMEDATALEN - 1); longer names are truncated. */
 const MAX_IDENTIFIER_BYTES = 63
+
+/** How long a delete waits for other processes to finish their work in the tenant's database. */
+const OTHERS_DRAIN_MILLIS = 10_000
 
 /** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
 const orDie = <A, E extends SqlError, R>(effect: Effect.Effect<A, E, R>) => Effect.orDie(effect)
@@ -300,6 +303,27 @@ const make = Effect.gen(function*() {
       })
     })
 
+  /**
+   * Waits (up to a limit) until no session is connected to the database. The
+   * caller's drain covers this process; other processes close their pools of
+   * the tenant once their work in flight is done (the `tenants` trigger told
+   * them it is being deleted). Only then is the database dropped, WITH (FORCE)
+   * for whatever outlived the limit.
+   */
+  const othersDisconnected = (database: string, deadline: number): Effect.Effect<void> =>
+    admin<{ n: number }>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = ${database} AND backend_type = 'client backend' AND pid <> pg_backend_pid()`.pipe(
+      orDie,
+      Effect.flatMap((rows) =>
+        (rows[0]?.n ?? 0) === 0 || Date.now() >= deadline
+          ? Effect.void
+          : Effect.zipRight(Effect.sleep("50 millis"), othersDisconnected(database, deadline))
+      ),
+      // Real time even where a test clock is installed.
+      Effect.withClock(Clock.make())
+    )
+
   const remove = (id: string, drain: Effect.Effect<void>) =>
     Effect.gen(function*() {
       const rows = yield* platform<{ db_name: string; db_role: string }>`
@@ -309,6 +333,7 @@ const make = Effect.gen(function*() {
       const row = rows[0]
       if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
       yield* drain
+      yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
       yield* dropDatabase({ database: row.db_name, role: row.db_role }).pipe(orDie)
       yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
     }).pipe(Effect.uninterruptible)

@@ -27,5 +27,7 @@ export const TestPlatform = (options: TestPlatformOptions) =>
     Layer.provideMerge(TestIssuer.layer(options.issuer)),
     Layer.provideMerge(testConfig(options)),
     // One line per request is noise in a test run; warnings and errors still show.
-    Layer.provide(Logger.minimumLogLevel(options.logLevel ?? LogLevel.Warning))
+    Layer.provide(Logger.minimumLogLevel(options.logLevel ?? LogLevel.Warning)),
+    // As the server runs it (src/Server.ts): no spans without an exporter.
+    Layer.provide(Layer.setTracerEnabled(false))
   )
