@@ -1,19 +1,19 @@
 import { Command, ValidationError } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Console, Effect, Exit } from "effect"
+import { Cause, Console, Effect, Exit, Option } from "effect"
 import { readSettings } from "../AppConfig.js"
 import { runServer } from "../Server.js"
 import { CliPlatform } from "./CliPlatform.js"
 import { clients } from "./clients.js"
 import { domains } from "./domains.js"
 import { migrate } from "./migrate.js"
-import { messageOf } from "./output.js"
+import { describeDefect, invalidConfiguration, messageOf } from "./output.js"
 import { tenants } from "./tenants.js"
 import { token } from "./token.js"
 
 const serve = Command.make("serve", {}, () =>
   readSettings.pipe(
-    Effect.mapError((message) => new Error(`invalid configuration:\n${message}`)),
+    Effect.mapError(invalidConfiguration),
     Effect.flatMap(runServer)
   )).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
 
@@ -33,10 +33,16 @@ const root = Command.make("tenant-engine").pipe(
 
 const cli = Command.run(root, { name: "tenant-engine", version: "0.1.0" })
 
-// Usage errors are printed by the CLI itself; every other failure is one line
-// on stderr. Either way the exit code is 1.
+// Usage errors are printed by the CLI itself; every other failure, and every
+// defect (a statement that failed, say), is one line on stderr. Either way the
+// exit code is 1.
 cli(process.argv).pipe(
-  Effect.tapError((error) => ValidationError.isValidationError(error) ? Effect.void : Console.error(`error: ${messageOf(error)}`)),
+  Effect.tapErrorCause((cause) =>
+    Option.match(Cause.failureOption(cause), {
+      onSome: (error) => ValidationError.isValidationError(error) ? Effect.void : Console.error(`error: ${messageOf(error)}`),
+      onNone: () => Cause.isInterruptedOnly(cause) ? Effect.void : Console.error(`error: ${describeDefect(Cause.squash(cause))}`)
+    })
+  ),
   Effect.provide(NodeContext.layer),
   Effect.runPromiseExit
 ).then((exit) => process.exit(Exit.isSuccess(exit) ? 0 : 1))

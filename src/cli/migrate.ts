@@ -1,5 +1,5 @@
 import { Command, Options } from "@effect/cli"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { TenantMigrator } from "../tenancy/TenantMigrator.js"
 import { printRows } from "./output.js"
 
@@ -8,6 +8,8 @@ export const migrate = Command.make(
   {
     concurrency: Options.integer("concurrency").pipe(
       Options.withDescription("tenants migrated at once (default: what the connection budget allows, at most 8)"),
+      // 0 or less would not mean "none at once": Effect.forEach quietly runs one at a time.
+      Options.filterMap((n) => (n >= 1 ? Option.some(n) : Option.none()), "--concurrency must be at least 1"),
       Options.optional
     ),
     status: Options.boolean("status").pipe(Options.withDescription("show each tenant's schema state; migrate nothing")),

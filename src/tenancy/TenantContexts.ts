@@ -1,5 +1,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Context, Deferred, Duration, Effect, Layer, RcMap, Schedule, type Scope, Stream } from "effect"
+import type { PgClient } from "@effect/sql-pg"
+import { Clock, Context, Deferred, Duration, Effect, Layer, RcMap, Redacted, Schedule, type Scope, Stream } from "effect"
+import Pg from "pg"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import { type TenantNotFound, type TenantSuspended, TenantUnavailable } from "./TenancyErrors.js"
@@ -51,6 +53,25 @@ export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<
     Layer.provide(Reactivity.layer)
   )
 }
+
+/** The platform database's connection settings, for a plain `pg` client. */
+const listenerConfig = (config: PgClient.PgClientConfig): Pg.ClientConfig => ({
+  ...(config.url !== undefined
+    ? { connectionString: Redacted.value(config.url) }
+    : {
+      host: config.host,
+      port: config.port,
+      user: config.username,
+      password: config.password === undefined ? undefined : Redacted.value(config.password),
+      database: config.database
+    }),
+  ...(config.ssl !== undefined ? { ssl: config.ssl } : {}),
+  application_name: "tenant-engine/tenant-changes",
+  // A server that does not answer is retried rather than waited for (shutdown waits for a connect).
+  connectionTimeoutMillis: 5_000,
+  // A connection that went silent (no reset) is noticed too.
+  keepAlive: true
+})
 
 /** Runs an effect inside a tenant's context, holding a reference only while it runs. */
 export const withTenant = (tenantId: string) =>
@@ -201,12 +222,53 @@ const make = Effect.gen(function*() {
     return Effect.zipRight(invalidate(tenantId), wait)
   }
 
+  /** Every context cached now is dropped (each request holding one keeps it until it is done). */
+  const invalidateAll = Effect.flatMap(RcMap.keys(map), (keys) => Effect.forEach(keys, retire, { discard: true }))
+
   // Changes made anywhere (another process, the CLI, SQL) drop this process's
   // context of the tenant: its next request opens it anew, or is refused.
-  yield* platform.listen(TENANT_CHANGES).pipe(
+  //
+  // On a connection of its own: PgClient's `listen` shares one connection and
+  // ignores its loss, so after a restart of PostgreSQL (or a proxy's idle
+  // timeout) the stream would go quiet for good and cached contexts would
+  // outlive migrations. Here the stream fails with its connection and is
+  // retried; each new connection starts by dropping every context, as changes
+  // may have been missed while nobody listened.
+  const tenantChanges = Stream.asyncPush<string, Error>((emit) =>
+    Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const client = new Pg.Client(listenerConfig(platform.config))
+          client.on("notification", (message) => {
+            if (message.channel === TENANT_CHANGES && message.payload) emit.single(message.payload)
+          })
+          client.on("error", (error) => emit.fail(error))
+          client.on("end", () => emit.fail(new Error("the connection listening for tenant changes ended")))
+          try {
+            await client.connect()
+            await client.query(`LISTEN ${client.escapeIdentifier(TENANT_CHANGES)}`)
+          } catch (error) {
+            await client.end().catch(() => undefined)
+            throw error
+          }
+          return client
+        },
+        catch: (cause) => (cause instanceof Error ? cause : new Error(String(cause)))
+      }),
+      (client) =>
+        Effect.promise(() => {
+          client.removeAllListeners()
+          client.on("error", () => undefined)
+          return client.end().catch(() => undefined)
+        })
+    ).pipe(Effect.zipLeft(invalidateAll))
+  )
+  yield* tenantChanges.pipe(
     Stream.runForEach(invalidate),
     Effect.tapErrorCause((cause) => Effect.logWarning("listening for tenant changes failed; retrying", cause)),
     Effect.retry(Schedule.spaced("1 second")),
+    // Real time even where a test clock is installed.
+    Effect.withClock(Clock.make()),
     Effect.forkScoped
   )
 

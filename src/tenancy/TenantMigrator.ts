@@ -35,6 +35,12 @@ export interface FleetMigration {
 /** Some tenants could not be migrated; they are recorded as failed and serve 503 until a rerun fixes them. */
 export class FleetMigrationFailed extends Error {
   readonly _tag = "FleetMigrationFailed"
+  /** For one tenant's failure: what went wrong, without the tenant's id (the message has it). */
+  readonly reason: string | undefined
+  constructor(message: string, reason?: string) {
+    super(message)
+    this.reason = reason
+  }
 }
 
 /**
@@ -103,7 +109,7 @@ const make = Effect.gen(function*() {
       const claimed = yield* platform<{ db_name: string }>`
         UPDATE tenants SET migration_state = 'migrating', migration_error = NULL, updated_at = now()
         WHERE id = ${id} AND status IN ('active', 'suspended')
-          AND (schema_version < ${latest} OR migration_state = 'failed')
+          AND (schema_version < ${latest} OR migration_state <> 'current')
           AND (migration_state <> 'migrating' OR updated_at < now() - ${STALE_CLAIM}::interval)
         RETURNING db_name`.pipe(Effect.orDie)
       const database = claimed[0]?.db_name
@@ -125,7 +131,7 @@ const make = Effect.gen(function*() {
       const error = describe(outcome.cause)
       yield* platform`UPDATE tenants SET migration_state = 'failed', migration_error = ${error}, updated_at = now()
                       WHERE id = ${id}`.pipe(Effect.orDie)
-      return yield* Effect.fail(new FleetMigrationFailed(`tenant ${id}: ${error}`))
+      return yield* Effect.fail(new FleetMigrationFailed(`tenant ${id}: ${error}`, error))
     }).pipe(Effect.uninterruptible)
 
   const migrateAll = (options: Parameters<TenantMigrator["Type"]["migrateAll"]>[0] = {}) =>
@@ -147,7 +153,7 @@ const make = Effect.gen(function*() {
         migrateOne(id, latest).pipe(
           Effect.match({
             onSuccess: (result) => (result === "migrated" ? migrated : skipped).push(id),
-            onFailure: (error) => failed.push({ id, error: error.message })
+            onFailure: (error) => failed.push({ id, error: error.reason ?? error.message })
           }),
           Effect.tap(() => progress.step(id, failed.at(-1)?.id === id ? "failed" : "ok"))
         ), { concurrency, discard: true })
@@ -169,13 +175,21 @@ const make = Effect.gen(function*() {
   })
 })
 
-/** The first line of what went wrong, without stack traces. */
+/**
+ * What went wrong, on one line, without stack traces. The migrator's error
+ * wraps an SqlError ("Failed to execute statement") that wraps PostgreSQL's
+ * own message, which is the one that helps: follow the whole chain.
+ */
 const describe = (cause: Cause.Cause<unknown>): string => {
-  const error = Cause.squash(cause)
-  const text = error instanceof Error
-    ? [error.message, error.cause instanceof Error ? error.cause.message : undefined].filter(Boolean).join(": ")
-    : String(error)
-  return text.split("\n")[0]!.slice(0, 500)
+  const messages: Array<string> = []
+  let error: unknown = Cause.squash(cause)
+  for (let depth = 0; depth < 8 && error !== undefined && error !== null; depth++) {
+    const message = error instanceof Error ? error.message : String(error)
+    const line = message.split("\n").map((l) => l.trim()).find((l) => l !== "")
+    if (line !== undefined && !messages.includes(line)) messages.push(line)
+    error = error instanceof Error ? error.cause : undefined
+  }
+  return messages.join(": ").slice(0, 500)
 }
 
 /** A progress bar on a terminal, a line per tenant otherwise (or nothing). */
