@@ -101,7 +101,7 @@ describe("npm start", () => {
     })
 
     await new Promise<void>((ready, fail) => {
-      const timer = setTimeout(() => fail(new Error(`not listening after 45 s:\n${output}`)), 45_000)
+      const timer = setTimeout(() => fail(new Error(`not listening after 120 s:\n${output}`)), 120_000)
       const check = () => {
         if (output.includes(`listening on http://127.0.0.1:${port}`)) {
           clearTimeout(timer)
@@ -149,7 +149,7 @@ describe("npm start", () => {
     expect(output).toMatch(/stopped/)
     // The embedded PostgreSQL was stopped with it.
     expect(existsSync(postmasterPid)).toBe(false)
-  })
+  }, 180_000)
 
   it.concurrent("a bad configuration value stops start-up with a non-zero exit and a message naming the variable", async () => {
     await Promise.all([
