@@ -30,6 +30,18 @@ export interface Settings {
   readonly dataDir: string
 }
 
+/** Log levels by name, as people write them (any case; `warn` or `warning`). */
+const LOG_LEVELS: Readonly<Record<string, LogLevel.LogLevel>> = {
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
 const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 const list = (name: string, fallback: string) =>
@@ -70,7 +82,15 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   ),
   authClockTolerance: Config.withDefault(Config.duration("AUTH_CLOCK_TOLERANCE"), Duration.seconds(30)),
   tenantClaim: Config.withDefault(Config.nonEmptyString("TENANT_CLAIM"), "tenant"),
-  logLevel: Config.withDefault(Config.logLevel("LOG_LEVEL"), LogLevel.Info),
+  logLevel: Config.string("LOG_LEVEL").pipe(
+    Config.withDefault("info"),
+    Config.mapOrFail((value) => {
+      const level = LOG_LEVELS[value.trim().toLowerCase()]
+      return level !== undefined
+        ? Either.right(level)
+        : Either.left(ConfigError.InvalidData([], `LOG_LEVEL: must be one of ${Object.keys(LOG_LEVELS).join(", ")}`))
+    })
+  ),
   logFormat: Config.withDefault(Config.literal("pretty", "json")("LOG_FORMAT"), "pretty" as const),
   platformPoolMax: positiveInt("PLATFORM_POOL_MAX", 10),
   tenantPoolMax: positiveInt("TENANT_POOL_MAX", 4),

