@@ -1,6 +1,6 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Layer, RcMap, Redacted, Schedule, type Scope, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, RcMap, Redacted, Schedule, Scope, Stream } from "effect"
 import Pg from "pg"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
@@ -202,7 +202,9 @@ const make = Effect.gen(function*() {
         usage.set(key, u)
         u.references++
         u.lastUsed = Date.now()
-        yield* Effect.addFinalizer(() => release(key))
+        // Scope.addFinalizer rather than Effect.addFinalizer: the latter diffs the
+        // fiber's refs on every release, a measurable cost on every request.
+        yield* Scope.addFinalizer(yield* Effect.scope, release(key))
         return yield* restore(RcMap.get(map, key)).pipe(
           // RcMap keeps a failed lookup for the idle time; drop it so the next caller retries.
           Effect.tapError(() => retire(key))
