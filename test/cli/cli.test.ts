@@ -23,7 +23,8 @@ import {
   roleExists,
   runCli,
   serverOn,
-  stripAnsi
+  stripAnsi,
+  type Reply
 } from "./support.js"
 
 /**
@@ -75,7 +76,7 @@ const refused = (result: CliResult) => {
 const tenantRows = Effect.flatMap(PlatformDb, (sql) =>
   sql<{ id: string; name: string; status: string }>`SELECT id, name, status FROM tenants ORDER BY id`.pipe(Effect.orDie))
 
-const status = (reply: { status: number; body: any }) => ({ status: reply.status, error: reply.body?.error })
+const status = (reply: Reply) => ({ status: reply.status, error: reply.body?.error })
 
 /** The token's signature checks against the development issuer's published keys, and its claims. */
 const verifyDevToken = (token: string) =>

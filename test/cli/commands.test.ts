@@ -167,8 +167,8 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
         ["svc-a", "Service A", added.accountId, "false", expect.any(String)],
         ["svc-b", "Service B", expect.any(String), "true", expect.any(String)]
       ])
-      const json = JSON.parse(ok(yield* run(["clients", "list", "c-one", "--json"]))) as Array<{ clientId: string }>
-      expect(json.map((c) => [c.clientId, (c as unknown as { disabled: boolean }).disabled])).toEqual([
+      const json = JSON.parse(ok(yield* run(["clients", "list", "c-one", "--json"]))) as Array<{ clientId: string; disabled: boolean }>
+      expect(json.map((c) => [c.clientId, c.disabled])).toEqual([
         ["svc-a", false],
         ["svc-b", true]
       ])
