@@ -5,7 +5,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { createWriteStream, type WriteStream } from "node:fs"
-import { createServer } from "node:net"
 
 export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "")
 
@@ -32,16 +31,7 @@ export const killAllChildren = () => {
   }
 }
 
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      probe.close(() => resolve(port))
-    })
-  })
+export { freePort } from "../../src/platform/EmbeddedPostgres.js"
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

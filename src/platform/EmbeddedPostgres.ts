@@ -145,7 +145,8 @@ const loadEmbeddedPostgres = async () => {
 
 const exists = (path: string) => access(path, constants.F_OK).then(() => true, () => false)
 
-const freePort = () =>
+/** A port on 127.0.0.1 that is free now. */
+export const freePort = () =>
   new Promise<number>((resolvePort, reject) => {
     const probe = createServer()
     probe.once("error", reject)

@@ -4,7 +4,7 @@ import { type Console, Effect, type Exit, Layer, Logger, LogLevel } from "effect
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import { join, resolve } from "node:path"
-import Pg from "pg"
+import { adminQuery } from "../tenancy/support.js"
 import { inject } from "vitest"
 import { AuthConfig } from "../../src/auth/AuthConfig.js"
 import { Authentication } from "../../src/auth/Authentication.js"
@@ -269,24 +269,7 @@ export const request = (method: string, path: string, options: { token?: string;
 
 // --- looking at the server from outside ---
 
-/** One statement on a fresh superuser connection (optionally to another database). */
-export const adminQuery = <R extends Pg.QueryResultRow = Pg.QueryResultRow>(
-  text: string,
-  values: ReadonlyArray<unknown> = [],
-  database?: string
-) =>
-  Effect.promise(async () => {
-    const client = new Pg.Client({
-      connectionString: database === undefined ? adminUrl : urlOf(database),
-      application_name: "cli-test/admin"
-    })
-    await client.connect()
-    try {
-      return (await client.query<R>(text, [...values])).rows
-    } finally {
-      await client.end()
-    }
-  })
+export { adminQuery }
 
 export const databaseExists = (name: string) =>
   Effect.map(adminQuery("SELECT 1 FROM pg_database WHERE datname = $1", [name]), (rows) => rows.length === 1)

@@ -1,12 +1,12 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { ConfigProvider, Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { readSettings } from "../../src/AppConfig.js"
+import { freePort } from "../../src/platform/EmbeddedPostgres.js"
 
 /**
  * `npm start` end to end: the real entry point as a child process, with
@@ -32,16 +32,6 @@ const bareEnvironment = (extra: Record<string, string>) => {
   return { ...env, ...extra }
 }
 
-const freePort = () =>
-  new Promise<number>((resolvePort, reject) => {
-    const probe = createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      probe.close(() => resolvePort(port))
-    })
-  })
 
 const exitOf = (child: ChildProcess, withinMs: number) =>
   new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolveExit, reject) => {
