@@ -11,6 +11,7 @@
  *   npm run bench                          # defaults (10 to 25 minutes, with re-measuring)
  *   npm run bench -- --quick               # short durations, to check it works
  *   npm run bench -- --profile             # CPU profile of the engine under GET /v1/notes
+ *   npm run bench -- --profile=me          # ... under another workload (me, notes-machine, create)
  *   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench
  *
  * Without TEST_DATABASE_URL an embedded PostgreSQL is started in a temporary
@@ -65,7 +66,10 @@ import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess
 const argv = process.argv.slice(2)
 const flag = (name: string) => argv.includes(`--${name}`)
 const quick = flag("quick")
-const profileMode = flag("profile")
+// `--profile` profiles GET /v1/notes; `--profile=me` (or notes-machine, create) another workload.
+const profileArg = argv.find((a) => a === "--profile" || a.startsWith("--profile="))
+const profileMode = profileArg !== undefined
+const profileWorkload = profileArg?.split("=")[1] ?? "notes"
 const num = (name: string, fallback: number, quickValue = fallback) => {
   const fromArg = argv.find((a) => a.startsWith(`--${name.replace(/^BENCH_/, "").toLowerCase().replaceAll("_", "-")}=`))
   const text = fromArg?.split("=")[1] ?? process.env[name]
@@ -609,7 +613,8 @@ const profileRun = async (env: Env, facts: Facts) => {
   const { tenants } = await prepare(env, engine, 0, settings.tenants, admin)
   const tokens = await mintTokens(env.issuer, tenants, settings.usersPerTenant)
   await signIn(engine.baseUrl, tokens.users)
-  const workload = workloadsFor(tokens)[1]!
+  const workload = workloadsFor(tokens).find((w) => w.name === profileWorkload)
+  if (workload === undefined) throw new Error(`--profile=${profileWorkload}: no such workload`)
   log(`engine-profiled: warm-up ${settings.warmup} s`)
   await runLoad(loadOptions(engine, workload, settings.warmup))
   const cpuBefore = cpuSeconds(engine.pid)
@@ -625,7 +630,7 @@ const profileRun = async (env: Env, facts: Facts) => {
   copyFileSync(join(dir, file), kept)
   const summary = summarizeProfile(kept, { root: ROOT, fromUs, toUs, top: 30 })
   const text = [
-    "# Engine CPU profile under GET /v1/notes",
+    `# Engine CPU profile under ${workload.label}`,
     "",
     `Command: \`${commandLine()}\``,
     "",

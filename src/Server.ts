@@ -3,7 +3,7 @@ import { Cause, Console, Deferred, Duration, Effect, Exit, Layer, Logger, Option
 import { createServer } from "node:http"
 import type { Settings } from "./AppConfig.js"
 import type { DevIssuer } from "./auth/DevIssuer.js"
-import { HttpLive } from "./http/HttpLive.js"
+import { HttpLive, withoutTracing } from "./http/HttpLive.js"
 import { drain, Traffic } from "./http/Traffic.js"
 import { environment } from "./platform/Environment.js"
 import { TenantAdmin } from "./platform/TenantAdmin.js"
@@ -27,10 +27,7 @@ export const startServer = (settings: Settings) =>
       Layer.provideMerge(PlatformLive),
       Layer.provideMerge(Traffic.layer),
       Layer.provide(env.layer),
-      // No trace exporter is configured, so spans (one per request and per SQL
-      // statement) would be made only to be dropped: about a third of a
-      // request's CPU. Wiring OpenTelemetry means providing a tracer here.
-      Layer.provide(Layer.setTracerEnabled(false))
+      withoutTracing
     )
     const context = yield* Layer.build(app)
     const baseUrl = `http://${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port}`

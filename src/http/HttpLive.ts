@@ -1,5 +1,6 @@
-import { HttpApiBuilder, HttpApiSwagger } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware } from "@effect/platform"
 import { Layer } from "effect"
+import { constTrue } from "effect/Function"
 import { AdminHandlers } from "./AdminHandlers.js"
 import { PlatformApi } from "./Api.js"
 import { AdminAuthenticatedLive, AuthenticatedLive } from "./AuthenticationMiddleware.js"
@@ -19,3 +20,12 @@ export const HttpLive = HttpApiBuilder.serve(platformMiddleware).pipe(
     )
   )
 )
+
+/**
+ * No trace exporter is configured, so no spans at all: Effect's (one per
+ * request and per SQL statement) would be made only to be dropped, and the
+ * HTTP server's tracer middleware would still parse each URL and redact its
+ * headers. Wiring OpenTelemetry means providing a tracer instead of this.
+ */
+export const withoutTracing = <A, E, R>(layer: Layer.Layer<A, E, R>) =>
+  layer.pipe(HttpMiddleware.withTracerDisabledWhen(constTrue), Layer.provide(Layer.setTracerEnabled(false)))

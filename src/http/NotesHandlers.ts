@@ -1,21 +1,23 @@
 import { HttpApiBuilder } from "@effect/platform"
-import { Effect } from "effect"
+import { Context, Effect } from "effect"
 import { requireScope } from "../auth/Authentication.js"
 import { UserWithAccount } from "../auth/UserWithAccount.js"
 import { NoteService } from "../notes/NoteService.js"
-import { withTenant } from "../tenancy/TenantContexts.js"
+import { TenantContexts } from "../tenancy/TenantContexts.js"
 import { PlatformApi } from "./Api.js"
 
-/** Runs a handler in the caller's tenant context after checking its scope. */
-const inTenant = (scope: string) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>) =>
+/**
+ * Checks the scope, then runs `f` with the caller's tenant's NoteService,
+ * taken from the tenant's built context by reference (nothing is provided or
+ * built per request).
+ */
+const notes = <A, E>(scope: string, f: (service: NoteService["Type"]) => Effect.Effect<A, E, UserWithAccount>) =>
   Effect.zipRight(
     requireScope(scope),
-    Effect.flatMap(UserWithAccount, (user) => withTenant(user.tenant.id)(effect))
+    Effect.flatMap(UserWithAccount, (user) =>
+      Effect.flatMap(TenantContexts, (contexts) =>
+        contexts.use(user.tenant.id, (context) => f(Context.get(context, NoteService)))))
   )
-
-const notes = <A, E>(scope: string, f: (service: NoteService["Type"]) => Effect.Effect<A, E, UserWithAccount>) =>
-  inTenant(scope)(Effect.flatMap(NoteService, f))
 
 export const NotesHandlers = HttpApiBuilder.group(PlatformApi, "notes", (handlers) =>
   handlers

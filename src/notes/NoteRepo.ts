@@ -1,7 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { TenantUnavailable } from "../tenancy/TenancyErrors.js"
 import { orUnavailable, TenantSession } from "../tenancy/TenantSession.js"
-import { Note } from "./Note.js"
+import type { Note } from "./Note.js"
 
 interface NoteRow {
   readonly id: string
@@ -13,17 +13,15 @@ interface NoteRow {
 }
 
 // Rows come from our own table, whose constraints already hold what the Note
-// schema says: constructing without validating again (which would cost more
-// than the query) is safe here. Likewise wherever a class is built from rows.
-const toNote = (row: NoteRow) =>
-  new Note({
-    id: row.id,
-    title: row.title,
-    body: row.body,
-    createdBy: row.created_by,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at
-  }, true)
+// schema says: they are not validated again (which would cost more than the query).
+const toNote = (row: NoteRow): Note => ({
+  id: row.id,
+  title: row.title,
+  body: row.body,
+  createdBy: row.created_by,
+  createdAt: row.created_at.toISOString(),
+  updatedAt: row.updated_at.toISOString()
+})
 
 /** The notes table of one tenant's database. Rules live in NoteService. */
 export class NoteRepo extends Context.Tag("tenant-engine/NoteRepo")<NoteRepo, {

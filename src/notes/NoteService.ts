@@ -1,7 +1,7 @@
 import { Context, Effect, Layer, ParseResult, Schema } from "effect"
 import { UserWithAccount } from "../auth/UserWithAccount.js"
 import type { TenantUnavailable } from "../tenancy/TenancyErrors.js"
-import { Cursor, NewNote, type Note, NoteId, NotePage, NotePatch, PageLimit } from "./Note.js"
+import { Cursor, cursorAfter, NewNote, type Note, NoteId, type NotePage, NotePatch, PageLimit } from "./Note.js"
 import { NoteNotFound, NoteValidationError } from "./NoteErrors.js"
 import { NoteRepo } from "./NoteRepo.js"
 
@@ -50,10 +50,9 @@ export class NoteService extends Context.Tag("tenant-engine/NoteService")<NoteSe
             const rows = yield* repo.page(limit + 1, after)
             const items = rows.slice(0, limit)
             const last = items[items.length - 1]
-            const nextCursor = rows.length > limit && last
-              ? Schema.encodeSync(Cursor)([last.createdAt, last.id])
-              : null
-            return new NotePage({ items, nextCursor }, true)
+            const nextCursor = rows.length > limit && last ? cursorAfter(last) : null
+            const page: NotePage = { items, nextCursor }
+            return page
           }),
         get: (id) => isNoteId(id) ? Effect.flatMap(repo.find(id), found(id)) : Effect.fail(notFound(id)),
         update: (id, input) =>

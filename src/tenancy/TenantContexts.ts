@@ -1,6 +1,6 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Layer, RcMap, Redacted, Schedule, Scope, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope, Stream } from "effect"
 import Pg from "pg"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
@@ -29,18 +29,23 @@ export interface TenantContextStats {
 
 /**
  * The per-tenant context cache. A tenant's layers (TenantSession, repositories,
- * services) are built once, kept in an RcMap and handed out by reference: a
- * caller takes a reference under its own Scope, which releases it however that
- * scope ends. An unreferenced context closes after the idle time, or earlier
- * when its room is needed.
+ * services) are built once and handed out by reference: taking a built
+ * context is a map lookup and a counter, nothing per request. A reference is
+ * given back however the work that held it ends. An unreferenced context
+ * closes after the idle time, or earlier when its room is needed.
  *
  * Bounds: at most `connectionBudget / maxConnectionsPerTenant` contexts are
- * open, so pools can never hold more than the budget. RcMap's own capacity
- * refuses rather than evicts, and invalidating a held entry frees its slot
- * before its pool closes; so the open count is kept here, counted from when a
- * context starts opening to when its pool has closed.
+ * open, counted from when one starts opening to when its pool has closed, so
+ * pools can never hold more than the budget. An invalidated context leaves the
+ * cache at once (the next caller builds a new one) and closes when its last
+ * holder is done.
  */
 export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<TenantContexts, {
+  /** Runs `f` with a reference to the tenant's built context, given back when it ends. */
+  readonly use: <A, E, R>(
+    tenantId: string,
+    f: (context: Context.Context<TenantServices>) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | TenantContextError, R>
   /** A reference to the tenant's built context, held until the caller's scope closes. */
   readonly get: (tenantId: string) => Effect.Effect<Context.Context<TenantServices>, TenantContextError, Scope.Scope>
   /** Closes the tenant's context as soon as no one holds it; the next get builds it anew. */
@@ -78,10 +83,22 @@ export const withTenant = (tenantId: string) =>
 <A, E, R>(
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | TenantContextError, Exclude<R, TenantServices> | TenantContexts> =>
-  Effect.scoped(
-    Effect.flatMap(TenantContexts, (contexts) =>
-      Effect.flatMap(contexts.get(tenantId), (context) => Effect.provide(effect, context)))
-  )
+  Effect.flatMap(TenantContexts, (contexts) => contexts.use(tenantId, (context) => Effect.provide(effect, context)))
+
+/** One tenant's context: built once, shared by every request of the tenant while it is cached. */
+interface Entry {
+  readonly tenantId: string
+  /** Owns the pool and the slot; closing it closes both. */
+  readonly scope: Scope.CloseableScope
+  readonly built: Deferred.Deferred<Context.Context<TenantServices>, TenantContextError>
+  /** Set once built: what the fast path hands out. */
+  context: Context.Context<TenantServices> | undefined
+  references: number
+  lastUsed: number
+  /** Out of the cache (invalidated, evicted, idle, failed): closes when its last reference goes. */
+  retired: boolean
+  closing: boolean
+}
 
 const make = Effect.gen(function*() {
   const config = yield* TenancyConfig
@@ -90,53 +107,69 @@ const make = Effect.gen(function*() {
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
   const maxOpen = Math.max(1, Math.floor(config.connectionBudget / config.maxConnectionsPerTenant))
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
+  const idleMillis = Duration.toMillis(config.idleTimeout)
 
   let open = 0
   let opened = 0
   let closed = 0
-  // Open contexts per tenant (old generations included), for drain.
-  const openPerTenant = new Map<string, number>()
-  const count = (tenantId: string, delta: number) => {
-    const n = (openPerTenant.get(tenantId) ?? 0) + delta
-    if (n === 0) openPerTenant.delete(tenantId)
-    else openPerTenant.set(tenantId, n)
-  }
-  // Contexts are cached under `${generation}/${tenantId}`, and a key is never used
-  // again once invalidated: RcMap (effect 3) mishandles an entry invalidated while
-  // held when its key is looked up again (the old entry's release or idle timer
-  // removes the new one, which then never closes: its pool and slot leak;
-  // Effect-TS/effect#7515).
-  const generations = new Map<string, number>()
-  const keyOf = (tenantId: string) => `${generations.get(tenantId) ?? 0}/${tenantId}`
-  const tenantOf = (key: string) => key.slice(key.indexOf("/") + 1)
-  const retire = (key: string): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      const tenantId = tenantOf(key)
-      if (keyOf(tenantId) === key) generations.set(tenantId, (generations.get(tenantId) ?? 0) + 1)
-      return RcMap.invalidate(map, key)
-    })
-  // References and last use per key, to find the least recently used idle context.
-  const usage = new Map<string, { references: number; lastUsed: number }>()
-  // Completed (and replaced) whenever a slot may have become free.
+  /** The cached context of each tenant. */
+  const cache = new Map<string, Entry>()
+  /** Every context not yet closed, cached or retired: for drain, eviction and shutdown. */
+  const live = new Set<Entry>()
+  // Completed (and replaced) whenever a slot may have become free, if anyone waits.
   let roomChanged = yield* Deferred.make<void>()
+  let waiting = 0
   const signalRoom = Effect.suspend(() => {
+    if (waiting === 0) return Effect.void
     const previous = roomChanged
     return Effect.flatMap(Deferred.make<void>(), (next) => {
       roomChanged = next
       return Deferred.succeed(previous, undefined)
     })
   })
+  /** Waits until a slot may have become free, or `millis` have passed. */
+  const awaitRoom = (millis: number) =>
+    Effect.suspend(() => {
+      waiting++
+      return Deferred.await(roomChanged).pipe(
+        Effect.timeout(millis),
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => waiting--))
+      )
+    })
 
-  /** Reserves a slot for a new context, evicting an idle one or waiting for room. */
+  /** Takes the entry out of the cache; closes it now if nobody holds it. */
+  const retire = (entry: Entry): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      entry.retired = true
+      if (cache.get(entry.tenantId) === entry) cache.delete(entry.tenantId)
+      return entry.references === 0 ? close(entry) : Effect.void
+    })
+
+  const close = (entry: Entry): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (entry.closing) return Effect.void
+      entry.closing = true
+      return Scope.close(entry.scope, Exit.void)
+    })
+
+  /** Reserves a slot for a new context, evicting the least recently used idle one or waiting for room. */
   const reserveSlot = (deadline: number): Effect.Effect<void, TenantUnavailable> =>
     Effect.suspend(() => {
       if (open < maxOpen) {
         open++
         return Effect.void
       }
-      const idle = [...usage.entries()]
-        .filter(([, u]) => u.references === 0)
-        .sort(([, a], [, b]) => a.lastUsed - b.lastUsed)[0]
+      // Only built contexts: one still being built may be the caller itself.
+      let idle: Entry | undefined
+      for (const entry of live) {
+        if (
+          entry.references === 0 && entry.context !== undefined && !entry.closing &&
+          (idle === undefined || entry.lastUsed < idle.lastUsed)
+        ) {
+          idle = entry
+        }
+      }
       const wait = deadline - Date.now()
       if (idle === undefined && wait <= 0) {
         return Effect.fail(
@@ -144,88 +177,169 @@ const make = Effect.gen(function*() {
         )
       }
       const waitForRoom = idle !== undefined
-        ? Effect.zipRight(Effect.sync(() => usage.delete(idle[0])), retire(idle[0]))
-        : Effect.asVoid(Effect.timeout(Deferred.await(roomChanged), wait).pipe(Effect.ignore))
+        ? retire(idle)
+        : awaitRoom(wait)
       return Effect.zipRight(waitForRoom, reserveSlot(deadline))
     })
 
-  const isCached = (key: string): Effect.Effect<boolean> => RcMap.has(map, key)
-
-  const lookup = (key: string) =>
+  /** Builds the entry's context in its scope: placement, a slot, then the layers. */
+  const build = (entry: Entry) =>
     Effect.gen(function*() {
-      const placement = yield* databases.placement(tenantOf(key))
+      const placement = yield* databases.placement(entry.tenantId)
       yield* reserveSlot(Date.now() + acquireTimeout)
       opened++
-      count(tenantOf(key), 1)
-      // The slot is given back when this context's scope closes, after its pool has ended.
-      // Its usage goes too, unless a new context under the same key (after an idle
-      // expiry) is already in use: that one must stay evictable.
-      yield* Effect.addFinalizer(() =>
-        Effect.flatMap(isCached(key), (replaced) =>
-          Effect.zipRight(
-            Effect.sync(() => {
-              open--
-              closed++
-              count(tenantOf(key), -1)
-              if (!replaced && usage.get(key)?.references === 0) usage.delete(key)
-            }),
-            signalRoom
-          ))
+      // The slot is given back when the scope closes, after the pool has ended
+      // (finalizers run in reverse order: this one last).
+      yield* Scope.addFinalizer(
+        entry.scope,
+        Effect.zipRight(
+          Effect.sync(() => {
+            open--
+            closed++
+          }),
+          signalRoom
+        )
       )
-      const scope = yield* Effect.scope
       const layer = TenantServicesLive.pipe(
         Layer.provideMerge(TenantSession.layer(placement, {
           maxConnections: config.maxConnectionsPerTenant,
           acquireTimeout: config.acquireTimeout
         }))
       )
-      return yield* Layer.buildWithScope(layer, scope).pipe(Effect.provide(reactivity))
+      return yield* Layer.buildWithScope(layer, entry.scope).pipe(Effect.provide(reactivity))
     })
 
-  const map = yield* RcMap.make({ lookup, idleTimeToLive: config.idleTimeout })
-
-  const release = (key: string) =>
-    Effect.suspend(() => {
-      const u = usage.get(key)
-      if (u) {
-        u.references--
-        u.lastUsed = Date.now()
+  /** A new entry, cached, with its build running in its own scope (a waiter that gives up does not stop it). */
+  const create = (tenantId: string) =>
+    Effect.gen(function*() {
+      const entry: Entry = {
+        tenantId,
+        scope: yield* Scope.make(),
+        built: yield* Deferred.make<Context.Context<TenantServices>, TenantContextError>(),
+        context: undefined,
+        references: 0,
+        lastUsed: Date.now(),
+        retired: false,
+        closing: false
       }
-      return u?.references === 0 ? signalRoom : Effect.void
+      cache.set(tenantId, entry)
+      live.add(entry)
+      yield* Scope.addFinalizer(entry.scope, Effect.sync(() => live.delete(entry)))
+      yield* build(entry).pipe(
+        Effect.tap((context) => {
+          entry.context = context
+        }),
+        // A failure is not cached: the next caller tries again. Retired from
+        // another fiber: closing the scope interrupts and awaits this one.
+        Effect.tapError(() => Effect.forkDaemon(retire(entry))),
+        Effect.exit,
+        Effect.flatMap((exit) => Deferred.done(entry.built, exit)),
+        // Callers take references uninterruptibly; the build itself must stay
+        // interruptible (its waits time out, and closing the scope stops it).
+        Effect.interruptible,
+        Effect.forkIn(entry.scope)
+      )
+      return entry
     })
 
-  const get = (tenantId: string) =>
+  const take = (entry: Entry) => {
+    entry.references++
+    entry.lastUsed = Date.now()
+  }
+
+  const release = (entry: Entry): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      entry.references--
+      entry.lastUsed = Date.now()
+      if (entry.references > 0) return Effect.void
+      return entry.retired ? close(entry) : signalRoom
+    })
+
+  /** A reference to the tenant's entry (the cached one, or a new one), taken uninterruptibly. */
+  const acquire = (tenantId: string): Effect.Effect<Entry> =>
+    Effect.suspend(() => {
+      const cached = cache.get(tenantId)
+      if (cached !== undefined) {
+        take(cached)
+        return Effect.succeed(cached)
+      }
+      return Effect.map(create(tenantId), (entry) => {
+        take(entry)
+        return entry
+      })
+    })
+
+  const use = <A, E, R>(
+    tenantId: string,
+    f: (context: Context.Context<TenantServices>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | TenantContextError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const key = keyOf(tenantId)
-        const u = usage.get(key) ?? { references: 0, lastUsed: 0 }
-        usage.set(key, u)
-        u.references++
-        u.lastUsed = Date.now()
-        // Scope.addFinalizer rather than Effect.addFinalizer: the latter diffs the
-        // fiber's refs on every release, a measurable cost on every request.
-        yield* Scope.addFinalizer(yield* Effect.scope, release(key))
-        return yield* restore(RcMap.get(map, key)).pipe(
-          // RcMap keeps a failed lookup for the idle time; drop it so the next caller retries.
-          Effect.tapError(() => retire(key))
-        )
+      Effect.suspend(() => {
+        const cached = cache.get(tenantId)
+        // The fast path: a built context, taken by reference.
+        if (cached?.context !== undefined) {
+          take(cached)
+          return Effect.onExit(restore(f(cached.context)), () => release(cached))
+        }
+        return Effect.flatMap(acquire(tenantId), (entry) =>
+          Effect.onExit(
+            restore(Effect.flatMap(Deferred.await(entry.built), f)),
+            () => release(entry)
+          ))
       })
     )
 
-  const invalidate = (tenantId: string) => retire(keyOf(tenantId))
+  const get = (tenantId: string) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(acquire(tenantId), (entry) =>
+        Effect.zipRight(
+          Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizer(scope, release(entry))),
+          restore(Deferred.await(entry.built))
+        ))
+    )
+
+  const invalidate = (tenantId: string) =>
+    Effect.suspend(() => {
+      const cached = cache.get(tenantId)
+      return cached === undefined ? Effect.void : retire(cached)
+    })
 
   const drain = (tenantId: string, timeout: Duration.DurationInput) => {
     const deadline = Date.now() + Duration.toMillis(timeout)
+    const isOpen = () => [...live].some((entry) => entry.tenantId === tenantId)
     const wait: Effect.Effect<void> = Effect.suspend(() => {
       const remaining = deadline - Date.now()
-      if (!openPerTenant.has(tenantId) || remaining <= 0) return Effect.void
-      return Effect.zipRight(Effect.ignore(Effect.timeout(Deferred.await(roomChanged), remaining)), wait)
+      if (!isOpen() || remaining <= 0) return Effect.void
+      return Effect.zipRight(awaitRoom(remaining), wait)
     })
     return Effect.zipRight(invalidate(tenantId), wait)
   }
 
+  // Idle contexts close after the idle time (checked a few times per idle period).
+  const closeIdle = Effect.suspend(() => {
+    const now = Date.now()
+    const idle = [...cache.values()].filter((entry) =>
+      entry.references === 0 && entry.context !== undefined && now - entry.lastUsed >= idleMillis
+    )
+    return Effect.forEach(idle, retire, { discard: true })
+  })
+  yield* closeIdle.pipe(
+    Effect.repeat(Schedule.spaced(Duration.millis(Math.min(1_000, Math.max(10, idleMillis / 4))))),
+    // Real time even where a test clock is installed.
+    Effect.withClock(Clock.make()),
+    Effect.forkScoped
+  )
+
+  // At shutdown every context closes, held or not (after the server has stopped serving).
+  yield* Effect.addFinalizer(() =>
+    Effect.forEach([...live], (entry) => {
+      entry.retired = true
+      return close(entry)
+    }, { discard: true })
+  )
+
   /** Every context cached now is dropped (each request holding one keeps it until it is done). */
-  const invalidateAll = Effect.flatMap(RcMap.keys(map), (keys) => Effect.forEach(keys, retire, { discard: true }))
+  const invalidateAll = Effect.suspend(() => Effect.forEach([...cache.values()], retire, { discard: true }))
 
   // Changes made anywhere (another process, the CLI, SQL) drop this process's
   // context of the tenant: its next request opens it anew, or is refused.
@@ -275,12 +389,13 @@ const make = Effect.gen(function*() {
   )
 
   return TenantContexts.of({
+    use,
     get,
     invalidate,
     drain,
     stats: Effect.sync(() => ({
       open,
-      references: [...usage.values()].reduce((sum, u) => sum + u.references, 0),
+      references: [...live].reduce((sum, entry) => sum + entry.references, 0),
       opened,
       closed
     }))

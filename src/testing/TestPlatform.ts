@@ -1,7 +1,7 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Layer, Logger, LogLevel } from "effect"
 import type { AuthConfig } from "../auth/AuthConfig.js"
-import { HttpLive } from "../http/HttpLive.js"
+import { HttpLive, withoutTracing } from "../http/HttpLive.js"
 import { Traffic } from "../http/Traffic.js"
 import { PlatformLive } from "../PlatformLive.js"
 import { type TestDatabasesOptions, testConfig } from "./TestDatabases.js"
@@ -28,6 +28,6 @@ export const TestPlatform = (options: TestPlatformOptions) =>
     Layer.provideMerge(testConfig(options)),
     // One line per request is noise in a test run; warnings and errors still show.
     Layer.provide(Logger.minimumLogLevel(options.logLevel ?? LogLevel.Warning)),
-    // As the server runs it (src/Server.ts): no spans without an exporter.
-    Layer.provide(Layer.setTracerEnabled(false))
+    // As the server runs it (src/Server.ts).
+    withoutTracing
   )
