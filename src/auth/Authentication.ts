@@ -1,6 +1,6 @@
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import type { TenantSuspended } from "../tenancy/TenancyErrors.js"
-import { AccountDirectory } from "./AccountDirectory.js"
+import { AccountDirectory, type DirectoryEntry } from "./AccountDirectory.js"
 import { AuthConfig } from "./AuthConfig.js"
 import type { AccountDisabled, ClientDisabled, NoTenant, TenantMismatch, UnknownClient } from "./AuthErrors.js"
 import { InsufficientScope, InvalidToken, MissingToken } from "./AuthErrors.js"
@@ -87,18 +87,18 @@ export const scopesOf = (claims: VerifiedClaims): ReadonlyArray<string> => {
 }
 
 /** Who the verified token says is calling. */
-export const principalOf = (claims: VerifiedClaims): Effect.Effect<Principal, InvalidToken> => {
+export const principalOf = (claims: VerifiedClaims): Either.Either<Principal, InvalidToken> => {
   const email = stringClaim(claims, "email")
   const common = { issuer: claims.iss, scopes: scopesOf(claims), ...(email !== undefined ? { email } : {}) }
   if (isMachineToken(claims)) {
     const clientId = claims.client_id ?? claims.azp
     if (clientId === undefined) {
-      return Effect.fail(new InvalidToken({ message: "a client-credentials token must carry client_id or azp" }))
+      return Either.left(new InvalidToken({ message: "a client-credentials token must carry client_id or azp" }))
     }
-    return Effect.succeed(new Principal({ ...common, kind: "machine", subject: claims.sub ?? clientId, clientId }, true))
+    return Either.right(new Principal({ ...common, kind: "machine", subject: claims.sub ?? clientId, clientId }, true))
   }
-  if (claims.sub === undefined) return Effect.fail(new InvalidToken({ message: "the token has no sub claim" }))
-  return Effect.succeed(new Principal({ ...common, kind: "user", subject: claims.sub }, true))
+  if (claims.sub === undefined) return Either.left(new InvalidToken({ message: "the token has no sub claim" }))
+  return Either.right(new Principal({ ...common, kind: "user", subject: claims.sub }, true))
 }
 
 const make = Effect.gen(function*() {
@@ -106,19 +106,11 @@ const make = Effect.gen(function*() {
   const directory = yield* AccountDirectory
   const config = yield* AuthConfig
 
-  const verifiedPrincipal = (authorization: ReadonlyArray<string>) =>
-    Effect.gen(function*() {
-      const token = yield* bearerToken(authorization)
-      const { claims } = yield* verifier.verify(token)
-      const principal = yield* principalOf(claims)
-      return { claims, principal }
-    })
-
   /** The token's tenant claim; a claim of another type is a malformed token, not a missing one. */
-  const tenantClaimOf = (claims: VerifiedClaims): Effect.Effect<string | undefined, InvalidToken> => {
+  const tenantClaimOf = (claims: VerifiedClaims): Either.Either<string | undefined, InvalidToken> => {
     const value = claims[config.tenantClaim]
-    if (value === undefined || typeof value === "string") return Effect.succeed(value)
-    return Effect.fail(new InvalidToken({ message: `the token's ${config.tenantClaim} claim is not a string` }))
+    if (value === undefined || typeof value === "string") return Either.right(value)
+    return Either.left(new InvalidToken({ message: `the token's ${config.tenantClaim} claim is not a string` }))
   }
 
   const emailVerifiedOf = (claims: VerifiedClaims): boolean | undefined => {
@@ -129,26 +121,51 @@ const make = Effect.gen(function*() {
     return undefined
   }
 
+  /**
+   * The caller the claims name: the principal, then (on every run) its account
+   * and tenant from the directory, which answers known callers from its cache.
+   */
+  const callerOf = (claims: VerifiedClaims): Effect.Effect<UserWithAccount["Type"], AuthenticationError> => {
+    const principalOrError = principalOf(claims)
+    if (Either.isLeft(principalOrError)) return Effect.fail(principalOrError.left)
+    const tenantOrError = tenantClaimOf(claims)
+    if (Either.isLeft(tenantOrError)) return Effect.fail(tenantOrError.left)
+    const principal = principalOrError.right
+    const tenant = tenantOrError.right
+    const lookup: Effect.Effect<DirectoryEntry, AuthenticationError> = principal.kind === "machine"
+      ? directory.machine({ clientId: principal.clientId ?? principal.subject, tenant })
+      : directory.user({
+        issuer: principal.issuer,
+        subject: principal.subject,
+        email: principal.email,
+        emailVerified: emailVerifiedOf(claims),
+        displayName: stringClaim(claims, "name") ?? stringClaim(claims, "preferred_username"),
+        tenant
+      })
+    return Effect.map(lookup, ({ account, tenant }) => ({ principal, account, tenant }))
+  }
+
+  // The verifier hands out the same claims object for a repeated token, so
+  // what the claims say is worked out once per verified token, not per request.
+  const callers = new WeakMap<VerifiedClaims, Effect.Effect<UserWithAccount["Type"], AuthenticationError>>()
+  const cachedCallerOf = (claims: VerifiedClaims) => {
+    let caller = callers.get(claims)
+    if (caller === undefined) {
+      caller = callerOf(claims)
+      callers.set(claims, caller)
+    }
+    return caller
+  }
+
+  const verifiedClaims = (authorization: ReadonlyArray<string>) =>
+    Effect.flatMap(bearerToken(authorization), (token) => Effect.map(verifier.verify(token), ({ claims }) => claims))
+
   const authenticate = (authorization: ReadonlyArray<string>) =>
-    Effect.gen(function*() {
-      const { claims, principal } = yield* verifiedPrincipal(authorization)
-      const tenant = yield* tenantClaimOf(claims)
-      const { account, tenant: tenantOfAccount } = principal.kind === "machine"
-        ? yield* directory.machine({ clientId: principal.clientId ?? principal.subject, tenant })
-        : yield* directory.user({
-          issuer: principal.issuer,
-          subject: principal.subject,
-          email: principal.email,
-          emailVerified: emailVerifiedOf(claims),
-          displayName: stringClaim(claims, "name") ?? stringClaim(claims, "preferred_username"),
-          tenant
-        })
-      return { principal, account, tenant: tenantOfAccount }
-    })
+    Effect.flatMap(verifiedClaims(authorization), cachedCallerOf)
 
   const authenticateAdmin = (authorization: ReadonlyArray<string>) =>
     Effect.gen(function*() {
-      const { principal } = yield* verifiedPrincipal(authorization)
+      const principal = yield* Effect.flatMap(verifiedClaims(authorization), principalOf)
       if (!principal.scopes.includes(ADMIN_SCOPE)) {
         return yield* new InsufficientScope({ message: `this needs the scope ${ADMIN_SCOPE}`, scope: ADMIN_SCOPE })
       }

@@ -7,7 +7,7 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Cause, Chunk, Effect, Option } from "effect"
+import { Cause, Chunk, Context, Effect, FiberRef, LogLevel, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { wwwAuthenticate } from "../auth/AuthErrors.js"
 import { RequestLog } from "./RequestLog.js"
@@ -31,21 +31,19 @@ const json = (status: number, body: Record<string, unknown>) =>
  *   its cause — never a stack trace or SQL in the body;
  * - one log line per request: method, route, status, duration, tenant, account kind, request id.
  */
-export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) =>
-  Effect.gen(function*() {
-    const traffic = yield* Traffic
+export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
+  const limited = Effect.provideService(app, HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(MAX_BODY_BYTES)))
+  // One fiber-runtime read instead of a chain of service lookups: this runs on every request.
+  return Effect.withFiberRuntime<
+    HttpServerResponse.HttpServerResponse,
+    E,
+    Exclude<R, RequestLog> | HttpServerRequest.HttpServerRequest | Traffic
+  >((fiber) => {
+    const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
+    const traffic = Context.unsafeGet(fiber.currentContext, Traffic)
+    const minimumLogLevel = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
+    const draining = traffic.draining
     traffic.inFlight++
-    return yield* Effect.ensuring(
-      handle(app, traffic.draining),
-      Effect.sync(() => {
-        traffic.inFlight--
-      })
-    )
-  })
-
-const handle = <E, R>(app: HttpApp.Default<E, R>, draining: boolean) =>
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
     const started = performance.now()
     const incoming = request.headers["x-request-id"]
     const requestId = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
@@ -67,37 +65,39 @@ const handle = <E, R>(app: HttpApp.Default<E, R>, draining: boolean) =>
       // While draining, each connection closes after its response.
       return draining ? HttpServerResponse.setHeader(shaped, "connection", "close") : shaped
     }
+    const logLine = Effect.suspend(() => {
+      traffic.inFlight--
+      const level = status >= 500 ? LogLevel.Warning : LogLevel.Info
+      // Below the minimum level the line is not even made.
+      if (LogLevel.lessThan(level, minimumLogLevel)) return Effect.void
+      const line = `${request.method} ${request.url.split("?")[0]} ${status || 499} ${
+        (performance.now() - started).toFixed(1)
+      }ms`
+      return Effect.logWithLevel(level, line).pipe(
+        Effect.annotateLogs({
+          requestId,
+          ...(log.tenant ? { tenant: log.tenant } : {}),
+          ...(log.accountKind ? { accountKind: log.accountKind } : {})
+        })
+      )
+    })
     const refused = refuseBody(request)
-    const respond: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =
-      Option.isSome(refused)
-        ? Effect.succeed(finish(refused.value))
-        : Effect.zipRight(
-          HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(finish(response))),
-          app.pipe(
-            Effect.provideService(RequestLog, log),
-            Effect.provideService(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(MAX_BODY_BYTES)))
-          )
-        )
-    return yield* respond.pipe(
+    const respond = Option.isSome(refused)
+      ? Effect.succeed(finish(refused.value))
+      : Effect.zipRight(
+        HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(finish(response))),
+        Effect.provideService(limited, RequestLog, log)
+      )
+    return respond.pipe(
       Effect.tapErrorCause((cause) =>
         isExpected(cause)
           ? Effect.void
-          : Effect.logError("unexpected failure", cause).pipe(Effect.annotateLogs({ requestId })))
-      ,
-      Effect.ensuring(Effect.suspend(() => {
-        const line = `${request.method} ${request.url.split("?")[0]} ${status || 499} ${
-          (performance.now() - started).toFixed(1)
-        }ms`
-        return (status >= 500 ? Effect.logWarning(line) : Effect.logInfo(line)).pipe(
-          Effect.annotateLogs({
-            requestId,
-            ...(log.tenant ? { tenant: log.tenant } : {}),
-            ...(log.accountKind ? { accountKind: log.accountKind } : {})
-          })
-        )
-      }))
+          : Effect.logError("unexpected failure", cause).pipe(Effect.annotateLogs({ requestId }))
+      ),
+      Effect.ensuring(logLine)
     )
   })
+}
 
 /** Whether the response can no longer be sent: its socket is destroyed (the response learns of it later). */
 const connectionGone = (request: HttpServerRequest.HttpServerRequest) => {
