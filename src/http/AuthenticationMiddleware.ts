@@ -1,10 +1,10 @@
 import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerRequest as Request } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer } from "effect"
 import { Authentication } from "../auth/Authentication.js"
 import { AdminAuthenticated, Authenticated } from "./Api.js"
-import { RequestLog } from "./RequestLog.js"
+import { requestLogOf } from "./RequestLog.js"
 
 /**
  * Every Authorization header the client sent. Node keeps only the first of
@@ -30,10 +30,10 @@ export const AuthenticatedLive = Layer.effect(
       Effect.gen(function*() {
         const request = yield* Request.HttpServerRequest
         const user = yield* authentication.authenticate(authorizationHeaders(request))
-        const log = yield* Effect.serviceOption(RequestLog)
-        if (Option.isSome(log)) {
-          log.value.tenant = user.tenant.id
-          log.value.accountKind = user.account.kind
+        const log = requestLogOf(request)
+        if (log !== undefined) {
+          log.tenant = user.tenant.id
+          log.accountKind = user.account.kind
         }
         return user
       })
@@ -47,8 +47,8 @@ export const AdminAuthenticatedLive = Layer.effect(
       Effect.gen(function*() {
         const request = yield* Request.HttpServerRequest
         const principal = yield* authentication.authenticateAdmin(authorizationHeaders(request))
-        const log = yield* Effect.serviceOption(RequestLog)
-        if (Option.isSome(log)) log.value.accountKind = "admin"
+        const log = requestLogOf(request)
+        if (log !== undefined) log.accountKind = "admin"
         return principal
       })
   }))

@@ -1,5 +1,5 @@
-import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware } from "@effect/platform"
-import { Layer } from "effect"
+import { FileSystem, HttpApiBuilder, HttpApiSwagger, HttpIncomingMessage, HttpMiddleware } from "@effect/platform"
+import { Layer, Option } from "effect"
 import { constTrue } from "effect/Function"
 import { AdminHandlers } from "./AdminHandlers.js"
 import { PlatformApi } from "./Api.js"
@@ -7,10 +7,12 @@ import { AdminAuthenticatedLive, AuthenticatedLive } from "./AuthenticationMiddl
 import { HealthHandlers } from "./HealthHandlers.js"
 import { MeHandlers } from "./MeHandlers.js"
 import { NotesHandlers } from "./NotesHandlers.js"
-import { platformMiddleware } from "./PlatformMiddleware.js"
+import { MAX_BODY_BYTES, platformMiddleware } from "./PlatformMiddleware.js"
 
 /** The platform router: every route of API.md, /openapi.json and /docs. Needs an HttpServer. */
 export const HttpLive = HttpApiBuilder.serve(platformMiddleware).pipe(
+  // Set once for the server rather than per request.
+  Layer.provide(Layer.succeed(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(MAX_BODY_BYTES)))),
   Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
   Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
   Layer.provide(

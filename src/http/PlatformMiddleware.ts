@@ -1,7 +1,5 @@
 import {
-  FileSystem,
   HttpApp,
-  HttpIncomingMessage,
   HttpServerError,
   HttpServerRequest,
   HttpServerResponse
@@ -10,7 +8,7 @@ import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Cause, Chunk, Context, Effect, FiberRef, LogLevel, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { wwwAuthenticate } from "../auth/AuthErrors.js"
-import { RequestLog } from "./RequestLog.js"
+import { startRequestLog } from "./RequestLog.js"
 import { Traffic } from "./Traffic.js"
 
 /** Request bodies larger than this are refused with 413 before they are read. */
@@ -32,12 +30,11 @@ const json = (status: number, body: Record<string, unknown>) =>
  * - one log line per request: method, route, status, duration, tenant, account kind, request id.
  */
 export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
-  const limited = Effect.provideService(app, HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(MAX_BODY_BYTES)))
   // One fiber-runtime read instead of a chain of service lookups: this runs on every request.
   return Effect.withFiberRuntime<
     HttpServerResponse.HttpServerResponse,
     E,
-    Exclude<R, RequestLog> | HttpServerRequest.HttpServerRequest | Traffic
+    R | HttpServerRequest.HttpServerRequest | Traffic
   >((fiber) => {
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
     const traffic = Context.unsafeGet(fiber.currentContext, Traffic)
@@ -47,7 +44,7 @@ export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
     const started = performance.now()
     const incoming = request.headers["x-request-id"]
     const requestId = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
-    const log: RequestLog["Type"] = { requestId }
+    const log = startRequestLog(request, requestId)
     let status = 0
     // The server sends the app's response before this middleware could see it,
     // so every response is finished in a pre-response handler.
@@ -86,7 +83,7 @@ export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
       ? Effect.succeed(finish(refused.value))
       : Effect.zipRight(
         HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(finish(response))),
-        Effect.provideService(limited, RequestLog, log)
+        app
       )
     return respond.pipe(
       Effect.tapErrorCause((cause) =>
