@@ -189,16 +189,13 @@ const make = Effect.gen(function*() {
       yield* reserveSlot(Date.now() + acquireTimeout)
       opened++
       // The slot is given back when the scope closes, after the pool has ended
-      // (finalizers run in reverse order: this one last).
+      // (finalizers run in reverse order).
       yield* Scope.addFinalizer(
         entry.scope,
-        Effect.zipRight(
-          Effect.sync(() => {
-            open--
-            closed++
-          }),
-          signalRoom
-        )
+        Effect.sync(() => {
+          open--
+          closed++
+        })
       )
       const layer = TenantServicesLive.pipe(
         Layer.provideMerge(TenantSession.layer(placement, {
@@ -224,7 +221,9 @@ const make = Effect.gen(function*() {
       }
       cache.set(tenantId, entry)
       live.add(entry)
-      yield* Scope.addFinalizer(entry.scope, Effect.sync(() => live.delete(entry)))
+      // The last finalizer to run: the context is gone, and its slot free, for
+      // whoever waits for room or for a drain.
+      yield* Scope.addFinalizer(entry.scope, Effect.zipRight(Effect.sync(() => live.delete(entry)), signalRoom))
       yield* build(entry).pipe(
         Effect.tap((context) => {
           entry.context = context
@@ -234,6 +233,9 @@ const make = Effect.gen(function*() {
         Effect.tapError(() => Effect.forkDaemon(retire(entry))),
         Effect.exit,
         Effect.flatMap((exit) => Deferred.done(entry.built, exit)),
+        // Closed while building (shutdown, or invalidated with nobody waiting):
+        // anyone who still waits is interrupted rather than left waiting.
+        Effect.onInterrupt(() => Deferred.interrupt(entry.built)),
         // Callers take references uninterruptibly; the build itself must stay
         // interruptible (its waits time out, and closing the scope stops it).
         Effect.interruptible,
