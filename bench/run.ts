@@ -33,7 +33,7 @@
  *   BENCH_NOISY_RETRIES (2; 0 with --quick), BENCH_NOISE_LIMIT (0.5)
  *                                measure a workload again when other processes took more than the
  *                                limit (cores) during it; the quietest attempt is kept
- *   BENCH_SKIP                   comma-separated: raw, memory, fanout
+ *   BENCH_SKIP                   comma-separated: raw, floor, memory, fanout
  *   BENCH_RESULTS                where to write (bench/RESULTS.md; bench/PROFILE.md with --profile)
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
@@ -374,6 +374,19 @@ const startRaw = async (env: Env) => {
   })
 }
 
+const startFloor = async (env: Env) => {
+  const port = await freePort()
+  log(`starting the stack floor server on port ${port}`)
+  return startServerProcess({
+    name: "floor",
+    nodeArgs: ["--import", "tsx", "bench/floor-server.ts"],
+    env: { PORT: String(port) },
+    port,
+    logFile: join(env.tmp, "floor.log"),
+    readyPath: "/v1/me"
+  })
+}
+
 const workloadsFor = (tokens: Tokens): ReadonlyArray<Workload> => [
   { name: "me", label: "GET /v1/me (one user token)", method: "GET", path: "/v1/me", tokens: tokens.users.slice(0, 1) },
   {
@@ -479,6 +492,15 @@ const fullRun = async (env: Env, facts: Facts) => {
     rawHwm = memory(raw.pid).hwmMiB
     log(`stopping raw baseline: ${await stopped(raw)}`)
     rawWarnings = raw.warnings()
+  }
+
+  // 2b. The stack's floor: an empty HttpApi endpoint on the same platform stack, GET /v1/me only.
+  if (!skip.has("floor")) {
+    const floor = await startFloor(env)
+    const me = workloads.find((w) => w.name === "me")!
+    shapes[`floor ${me.name}`] = await probe(floor, me)
+    results.push(await measure(ctx, floor, me))
+    log(`stopping floor server: ${await stopped(floor)}`)
   }
 
   // 3. Memory: a fresh engine under GET /v1/me.
@@ -715,6 +737,22 @@ const ratioRows = (results: ReadonlyArray<Measured>) => {
   return rows
 }
 
+/** The stack floor next to the raw baseline and the engine, on GET /v1/me. */
+const floorLines = (results: ReadonlyArray<Measured>) => {
+  const of = (server: string) => results.find((m) => m.server === server && m.workload.name === "me")
+  const floor = of("floor")
+  const raw = of("raw")
+  const engine = of("engine")
+  if (floor === undefined || raw === undefined || engine === undefined) return []
+  return [
+    `The stack floor (bench/floor-server.ts: one empty HttpApi endpoint on @effect/platform-node, no authentication, ` +
+    `no middleware, no database) answered GET /v1/me at ${fmt(floor.load.rps)} req/s with ` +
+    `${fmt(floor.cpuUsPerRequest)} µs of CPU per request: ${(floor.load.rps / raw.load.rps).toFixed(2)}× the raw ` +
+    `baseline, which verifies a JWT on every request. The engine reached ${(engine.load.rps / floor.load.rps).toFixed(2)}× the floor.`,
+    ""
+  ]
+}
+
 const renderResults = (r: {
   facts: Facts
   results: ReadonlyArray<Measured>
@@ -760,6 +798,7 @@ const renderResults = (r: {
         "|---|---:|---:|---:|---:|---:|",
         ...ratios,
         "",
+        ...floorLines(r.results),
         "Responses compared (one request of each workload to each server before loading it):",
         "",
         ...shapeLines(r.shapes),
