@@ -29,9 +29,9 @@ const json = (status: number, body: Record<string, unknown>) =>
  *   its cause — never a stack trace or SQL in the body;
  * - one log line per request: method, route, status, duration, tenant, account kind, request id.
  */
-export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
+export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) =>
   // One fiber-runtime read instead of a chain of service lookups: this runs on every request.
-  return Effect.withFiberRuntime<
+  Effect.withFiberRuntime<
     HttpServerResponse.HttpServerResponse,
     E,
     R | HttpServerRequest.HttpServerRequest | Traffic
@@ -94,7 +94,6 @@ export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) => {
       Effect.ensuring(logLine)
     )
   })
-}
 
 /** Whether the response can no longer be sent: its socket is destroyed (the response learns of it later). */
 const connectionGone = (request: HttpServerRequest.HttpServerRequest) => {

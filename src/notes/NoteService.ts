@@ -51,8 +51,7 @@ export class NoteService extends Context.Tag("tenant-engine/NoteService")<NoteSe
             const items = rows.slice(0, limit)
             const last = items[items.length - 1]
             const nextCursor = rows.length > limit && last ? cursorAfter(last) : null
-            const page: NotePage = { items, nextCursor }
-            return page
+            return { items, nextCursor }
           }),
         get: (id) => isNoteId(id) ? Effect.flatMap(repo.find(id), found(id)) : Effect.fail(notFound(id)),
         update: (id, input) =>
