@@ -1,3 +1,4 @@
+import { Bodies, bodyOf, errorOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { createLocalJWKSet, jwtVerify } from "jose"
@@ -76,7 +77,7 @@ const refused = (result: CliResult) => {
 const tenantRows = Effect.flatMap(PlatformDb, (sql) =>
   sql<{ id: string; name: string; status: string }>`SELECT id, name, status FROM tenants ORDER BY id`.pipe(Effect.orDie))
 
-const status = (reply: Reply) => ({ status: reply.status, error: reply.body?.error })
+const status = (reply: Reply) => ({ status: reply.status, error: errorOf(reply) })
 
 /** The token's signature checks against the development issuer's published keys, and its claims. */
 const verifyDevToken = (token: string) =>
@@ -214,7 +215,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
       expect(succeeded(yield* cli(["tenants", "resume", "beta"], env))).toBe("tenant beta is active\n")
       const notes = yield* request("GET", "/v1/notes", { token: user })
       expect(notes.status, notes.text).toBe(200)
-      expect(notes.body.items.map((n: { title: string }) => n.title)).toEqual(["from bob"])
+      expect(bodyOf(notes, Bodies.notes).items.map((n) => n.title)).toEqual(["from bob"])
       expect((yield* request("GET", "/v1/notes", { token: machine })).status).toBe(200)
 
       // clients disable TENANT CLIENT_ID: the client's next request is refused; the tenant's users are not.
@@ -271,14 +272,14 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
       // A server trusting the development issuer takes them for what they say.
       const me = yield* request("GET", "/v1/me", { token: user })
       expect(me.status, me.text).toBe(200)
-      expect(me.body.principal).toMatchObject({ kind: "user", issuer: DEV_ISSUER, subject: "bob" })
-      expect(me.body.tenant.id).toBe("tok")
+      expect(bodyOf(me, Bodies.me).principal).toMatchObject({ kind: "user", issuer: DEV_ISSUER, subject: "bob" })
+      expect(bodyOf(me, Bodies.me).tenant.id).toBe("tok")
       const asMachine = yield* request("GET", "/v1/me", { token: machine })
       expect(asMachine.status, asMachine.text).toBe(200)
-      expect(asMachine.body.principal).toMatchObject({ kind: "machine", clientId: "tok-svc" })
+      expect(bodyOf(asMachine, Bodies.me).principal).toMatchObject({ kind: "machine", clientId: "tok-svc" })
       const tenants = yield* request("GET", "/v1/admin/tenants", { token: operator })
       expect(tenants.status, tenants.text).toBe(200)
-      expect(tenants.body.items.map((t: { id: string }) => t.id)).toContain("tok")
+      expect(bodyOf(tenants, Bodies.tenants).items.map((t) => t.id)).toContain("tok")
       // The operator's token names no tenant.
       expect(status(yield* request("GET", "/v1/notes", { token: operator }))).toEqual({ status: 403, error: "no_tenant" })
     }), concurrent)

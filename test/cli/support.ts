@@ -227,7 +227,7 @@ export interface Reply {
   readonly status: number
   readonly headers: Http.IncomingHttpHeaders
   readonly text: string
-  readonly body: any
+  readonly body: unknown
 }
 
 const serverUrl = Effect.flatMap(HttpServer.HttpServer, (server) =>

@@ -1,3 +1,4 @@
+import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { createHmac } from "node:crypto"
@@ -30,7 +31,7 @@ const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
 const b64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url")
 
 /** Only the contract's fields: error and message. */
-const expectPlainBody = (reply: Reply) => expect(Object.keys(reply.body).sort()).toEqual(["error", "message"])
+const expectPlainBody = (reply: Reply) => expect(Object.keys(bodyOf(reply, Bodies.object)).sort()).toEqual(["error", "message"])
 
 const expectMissingToken = (reply: Reply) => {
   expectError(reply, 401, "missing_token")
@@ -67,7 +68,7 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
         expectMissingToken(yield* get(path, undefined, { headers: { cookie: `access_token=${token}` } }))
       }
       expectMissingToken(yield* send("POST", "/v1/notes", { json: { title: "anonymous", body: "" } }))
-      expect((yield* get("/v1/notes", token)).body.items).toEqual([])
+      expect(bodyOf(yield* get("/v1/notes", token), Bodies.notes).items).toEqual([])
     }))
 
   it.effect("malformed, forged, expired, foreign and keyless tokens: 401 invalid_token with a description", () =>
@@ -133,7 +134,7 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
       for (const scheme of ["bearer", "BEARER", "Bearer", "bEaReR"]) {
         const reply = yield* get("/v1/me", undefined, { headers: { authorization: `${scheme} ${token}` } })
         expect(reply.status, `${scheme}: ${reply.text}`).toBe(200)
-        expect(reply.body.account.tenantId).toBe("cases")
+        expect(bodyOf(reply, Bodies.me).account.tenantId).toBe("cases")
       }
     }))
 
@@ -149,7 +150,7 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
         expectInvalidToken(yield* send("POST", "/v1/notes", { headers, json: { title: "twice", body: "" } }))
         expectInvalidToken(yield* get("/v1/admin/tenants", undefined, { headers }), /more than one/)
       }
-      expect((yield* get("/v1/notes", alice)).body.items).toEqual([])
+      expect(bodyOf(yield* get("/v1/notes", alice), Bodies.notes).items).toEqual([])
     }))
 
   it.effect("403 unknown_client for a machine token of an unregistered client, in every form", () =>
@@ -203,14 +204,14 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
       const other = yield* userToken("frank", "accounts")
       yield* createNote(other, "frank's")
       const directory = yield* AccountDirectory
-      yield* Effect.orDie(directory.disableAccount(me.body.account.id))
+      yield* Effect.orDie(directory.disableAccount(bodyOf(me, Bodies.me).account.id))
       expectForbidden(yield* get("/v1/me", token), "account_disabled")
       expectForbidden(yield* get("/v1/notes", token), "account_disabled")
       expectForbidden(yield* send("POST", "/v1/notes", { token, json: { title: "no", body: "" } }), "account_disabled")
       // A fresh token of the same person is still that disabled account.
       expectForbidden(yield* get("/v1/me", yield* userToken("eve", "accounts")), "account_disabled")
       // Others in the tenant are not affected.
-      expect((yield* get("/v1/notes", other)).body.items).toHaveLength(1)
+      expect(bodyOf(yield* get("/v1/notes", other), Bodies.notes).items).toHaveLength(1)
     }))
 
   it.effect("403 tenant_mismatch when the token's tenant claim is not the account's tenant", () =>
@@ -230,7 +231,7 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
         "tenant_mismatch"
       )
       // Neither the away tenant's data nor the home tenant's was reachable.
-      expect((yield* get("/v1/notes", home)).body.items).toHaveLength(1)
+      expect(bodyOf(yield* get("/v1/notes", home), Bodies.notes).items).toHaveLength(1)
     }))
 
   it.effect("403 tenant_suspended while the tenant is suspended", () =>
@@ -281,7 +282,7 @@ layer(platform(), { excludeTestServices: true })("authentication over HTTP", (it
       expect((yield* get("/v1/me", doomed)).status).toBe(200)
       const other = yield* get("/v1/notes", bystander)
       expect(other.status).toBe(200)
-      expect(other.body.items).toHaveLength(1)
+      expect(bodyOf(other, Bodies.notes).items).toHaveLength(1)
       expect((yield* (yield* TenantContexts).stats).references).toBe(0)
     }))
 

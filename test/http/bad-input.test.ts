@@ -1,3 +1,4 @@
+import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import { Traffic } from "../../src/http/Traffic.js"
@@ -140,7 +141,7 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
         expectBadRequest(yield* get(`/v1/notes?limit=${encodeURIComponent(limit)}`, token), `limit=${limit}`)
       }
       const first = yield* get("/v1/notes?limit=1", token)
-      const cursor: string = first.body.nextCursor
+      const cursor = bodyOf(first, Bodies.notes).nextCursor!
       expect(cursor).toEqual(expect.any(String))
       const decoded = Buffer.from(cursor, "base64url").toString("utf8")
       const tampered = [
@@ -160,7 +161,7 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
       expect(yield* allNotes(token)).toHaveLength(3)
       const second = yield* get(`/v1/notes?limit=1&cursor=${encodeURIComponent(cursor)}`, token)
       expect(second.status).toBe(200)
-      expect(second.body.items[0].id).not.toBe(first.body.items[0].id)
+      expect(bodyOf(second, Bodies.notes).items[0]!.id).not.toBe(bodyOf(first, Bodies.notes).items[0]!.id)
     }))
 
   it.effect("bodies over 1 MiB are refused with 413 and nothing is written", () =>
@@ -184,7 +185,7 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
         "a body of 1 MiB - 64 bytes"
       )
       expect(yield* allNotes(token)).toEqual([])
-      expect((yield* get("/v1/admin/tenants", admin)).body.items.map((t: { id: string }) => t.id)).not.toContain("big-tenant")
+      expect(bodyOf(yield* get("/v1/admin/tenants", admin), Bodies.tenants).items.map((t) => t.id)).not.toContain("big-tenant")
     }))
 
   it.effect("a chunked body over 1 MiB is cut off (413 or a closed connection), writes nothing, and its request ends", () =>
@@ -248,7 +249,7 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
       })
       expect(withCharset.status, withCharset.text).toBe(201)
       const notes = yield* allNotes(token)
-      expect(notes.map((n) => n.id).sort()).toEqual([note.id, withCharset.body.id].sort())
+      expect(notes.map((n) => n.id).sort()).toEqual([note.id, bodyOf(withCharset, Bodies.note).id].sort())
       expect(notes.find((n) => n.id === note.id)?.title).toBe("original")
     }))
 
@@ -274,12 +275,12 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
         yield* send("POST", "/v1/admin/tenants", { token: admin, body: "{", headers: { "content-type": "application/json" } }),
         "truncated JSON"
       )
-      const tenants = (yield* get("/v1/admin/tenants", admin)).body.items.map((t: { id: string }) => t.id)
+      const tenants = bodyOf(yield* get("/v1/admin/tenants", admin), Bodies.tenants).items.map((t) => t.id)
       expect(tenants).not.toContain("withnul")
       expect(tenants).not.toContain("toolong")
       expect((yield* get("/v1/admin/tenants/admin-input/clients", admin)).body).toEqual({ items: [] })
       expect((yield* get("/v1/admin/tenants/admin-input/domains", admin)).body).toEqual({ items: [] })
-      expect((yield* get("/v1/admin/tenants", admin)).body.items).toContainEqual(
+      expect(bodyOf(yield* get("/v1/admin/tenants", admin), Bodies.tenants).items).toContainEqual(
         expect.objectContaining({ id: "admin-input", status: "active" })
       )
       // A user token that names no real tenant is still refused after all that.

@@ -1,3 +1,4 @@
+import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
@@ -28,7 +29,7 @@ layer(platform(), { excludeTestServices: true })("tenant isolation over HTTP", (
       const issuer = yield* TestIssuer
       yield* Effect.orDie((yield* TenantAdmin).registerClient("beta", "beta-svc", "Beta service"))
       const owner = yield* userToken("olivia", "alpha")
-      const ownerAccount = (yield* get("/v1/me", owner)).body.account.id
+      const ownerAccount = bodyOf(yield* get("/v1/me", owner), Bodies.me).account.id
       const notes = [
         yield* createNote(owner, "alpha secret 1", "classified"),
         yield* createNote(owner, "alpha secret 2", "also classified")
@@ -87,9 +88,9 @@ layer(platform(), { excludeTestServices: true })("tenant isolation over HTTP", (
       for (let i = 0; i < 3; i++) yield* createNote(delta, `delta ${i}`)
       for (let i = 0; i < 3; i++) yield* createNote(gamma, `gamma ${i}`)
       const page = yield* get("/v1/notes?limit=1", gamma)
-      const cursor: string = page.body.nextCursor
+      const cursor = bodyOf(page, Bodies.notes).nextCursor!
       const borrowed = yield* get(`/v1/notes?limit=100&cursor=${encodeURIComponent(cursor)}`, delta)
       expect(borrowed.status).toBe(200)
-      for (const note of borrowed.body.items) expect(note.title).toMatch(/^delta /)
+      for (const note of bodyOf(borrowed, Bodies.notes).items) expect(note.title).toMatch(/^delta /)
     }))
 })

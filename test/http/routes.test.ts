@@ -1,5 +1,6 @@
+import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, Layer, Logger, LogLevel, Schema } from "effect"
 import { databaseOf } from "../../src/db/DatabaseUrl.js"
 import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
@@ -24,6 +25,14 @@ import {
   userToken,
   UUID
 } from "./support.js"
+
+/** The parts of the OpenAPI document the test reads. */
+const OpenApiDocument = Schema.Struct({
+  openapi: Schema.String,
+  info: Schema.Unknown,
+  paths: Schema.Record({ key: Schema.String, value: Schema.Record({ key: Schema.String, value: Schema.Unknown }) }),
+  components: Schema.Struct({ securitySchemes: Schema.Record({ key: Schema.String, value: Schema.Unknown }) })
+})
 
 /** Every route of API.md, success and error paths, as a client sees them. */
 
@@ -62,8 +71,8 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       })
       const reply = yield* get("/v1/me", token)
       expect(reply.status, reply.text).toBe(200)
-      const { account, principal, tenant } = reply.body
-      expect(Object.keys(reply.body).sort()).toEqual(["account", "principal", "tenant"])
+      const { account, principal, tenant } = bodyOf(reply, Bodies.me)
+      expect(Object.keys(bodyOf(reply, Bodies.object)).sort()).toEqual(["account", "principal", "tenant"])
       expect(principal).toEqual({
         kind: "user",
         issuer: issuer.issuer,
@@ -86,8 +95,8 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       })
       // The same user again: the same account, not a new one.
       const again = yield* get("/v1/me", yield* userToken("alice", "me-user"))
-      expect(again.body.account.id).toBe(account.id)
-      expect(again.body.principal.scopes).toEqual(READ_WRITE)
+      expect(bodyOf(again, Bodies.me).account.id).toBe(account.id)
+      expect(bodyOf(again, Bodies.me).principal.scopes).toEqual(READ_WRITE)
     }))
 
   it.effect("/v1/me of a machine client, in each of the four token forms", () =>
@@ -104,21 +113,22 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
         const token = yield* issuer.machine("billing", { form, scopes: ["notes:read"] })
         const reply = yield* get("/v1/me", token)
         expect(reply.status, `${form}: ${reply.text}`).toBe(200)
-        expect(reply.body.principal).toEqual({
+        const body = bodyOf(reply, Bodies.me)
+        expect(body.principal).toEqual({
           kind: "machine",
           issuer: issuer.issuer,
           subject: expect.any(String),
           clientId: "billing",
           scopes: ["notes:read"]
         })
-        expect(reply.body.account).toEqual({
-          id: registered.body.accountId,
+        expect(body.account).toEqual({
+          id: bodyOf(registered, Bodies.client).accountId,
           tenantId: "me-machine",
           kind: "machine",
           displayName: "Billing service",
           createdAt: expect.stringMatching(RFC3339)
         })
-        expect(reply.body.tenant).toMatchObject({ id: "me-machine", status: "active" })
+        expect(body.tenant).toMatchObject({ id: "me-machine", status: "active" })
       }
     }))
 
@@ -130,12 +140,12 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       const created = yield* post("/v1/notes", token, { title: "First", body: "hello" })
       expect(created.status, created.text).toBe(201)
       expect(created.headers["content-type"]).toMatch(/^application\/json/)
-      const note = created.body
+      const note = bodyOf(created, Bodies.note)
       expect(note).toEqual({
         id: expect.stringMatching(UUID),
         title: "First",
         body: "hello",
-        createdBy: me.body.account.id,
+        createdBy: bodyOf(me, Bodies.me).account.id,
         createdAt: expect.stringMatching(RFC3339),
         updatedAt: expect.stringMatching(RFC3339)
       })
@@ -147,7 +157,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       const titled = yield* patch(`/v1/notes/${note.id}`, token, { title: "Renamed" })
       expect(titled.status, titled.text).toBe(200)
       expect(titled.body).toMatchObject({ id: note.id, title: "Renamed", body: "hello", createdAt: note.createdAt })
-      expect(Date.parse(titled.body.updatedAt)).toBeGreaterThanOrEqual(Date.parse(note.updatedAt))
+      expect(Date.parse(bodyOf(titled, Bodies.note).updatedAt)).toBeGreaterThanOrEqual(Date.parse(note.updatedAt))
       const bodied = yield* patch(`/v1/notes/${note.id}`, token, { body: "" })
       expect(bodied.body).toMatchObject({ title: "Renamed", body: "" })
       const both = yield* patch(`/v1/notes/${note.id}`, token, { title: "Both", body: "b" })
@@ -181,19 +191,21 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       const made: Array<string> = []
       for (let i = 0; i < 25; i++) made.push((yield* createNote(token, `note ${i}`, `body ${i}`)).id)
 
-      const first = yield* get("/v1/notes", token)
-      expect(first.status).toBe(200)
-      expect(first.body.items).toHaveLength(20)
-      expect(first.body.nextCursor).toEqual(expect.any(String))
+      const firstReply = yield* get("/v1/notes", token)
+      expect(firstReply.status).toBe(200)
+      const first = bodyOf(firstReply, Bodies.notes)
+      expect(first.items).toHaveLength(20)
+      expect(first.nextCursor).toEqual(expect.any(String))
       // Newest first: the last made is first.
-      expect(first.body.items[0].title).toBe("note 24")
-      const rest = yield* get(`/v1/notes?cursor=${encodeURIComponent(first.body.nextCursor)}`, token)
-      expect(rest.status).toBe(200)
-      expect(rest.body.items).toHaveLength(5)
-      expect(rest.body.nextCursor).toBeNull()
-      const ids = [...first.body.items, ...rest.body.items].map((n: { id: string }) => n.id)
+      expect(first.items[0]!.title).toBe("note 24")
+      const restReply = yield* get(`/v1/notes?cursor=${encodeURIComponent(first.nextCursor!)}`, token)
+      expect(restReply.status).toBe(200)
+      const rest = bodyOf(restReply, Bodies.notes)
+      expect(rest.items).toHaveLength(5)
+      expect(rest.nextCursor).toBeNull()
+      const ids = [...first.items, ...rest.items].map((n) => n.id)
       expect(ids).toEqual([...made].reverse())
-      const stamps = [...first.body.items, ...rest.body.items].map((n: { createdAt: string }) => Date.parse(n.createdAt))
+      const stamps = [...first.items, ...rest.items].map((n) => Date.parse(n.createdAt))
       expect(stamps).toEqual([...stamps].sort((a, b) => b - a))
 
       // Pages of 5 exactly cover 25: the fifth page ends it.
@@ -201,13 +213,13 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       let cursor: string | null = null
       let pages = 0
       do {
-        const page: { body: { items: Array<{ id: string }>; nextCursor: string | null } } = yield* get(
-          `/v1/notes?limit=5${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`,
-          token
+        const page: typeof Bodies.notes.Type = bodyOf(
+          yield* get(`/v1/notes?limit=5${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`, token),
+          Bodies.notes
         )
-        expect(page.body.items).toHaveLength(5)
-        seen.push(...page.body.items.map((n) => n.id))
-        cursor = page.body.nextCursor
+        expect(page.items).toHaveLength(5)
+        seen.push(...page.items.map((n) => n.id))
+        cursor = page.nextCursor
         pages++
       } while (cursor !== null)
       expect(pages).toBe(5)
@@ -215,15 +227,15 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
 
       const one = yield* get("/v1/notes?limit=1", token)
       expect(one.status).toBe(200)
-      expect(one.body.items).toHaveLength(1)
-      expect(one.body.nextCursor).toEqual(expect.any(String))
+      expect(bodyOf(one, Bodies.notes).items).toHaveLength(1)
+      expect(bodyOf(one, Bodies.notes).nextCursor).toEqual(expect.any(String))
       const hundred = yield* get("/v1/notes?limit=100", token)
       expect(hundred.status).toBe(200)
-      expect(hundred.body.items).toHaveLength(25)
-      expect(hundred.body.nextCursor).toBeNull()
+      expect(bodyOf(hundred, Bodies.notes).items).toHaveLength(25)
+      expect(bodyOf(hundred, Bodies.notes).nextCursor).toBeNull()
       // An empty cursor is the first page.
       const blank = yield* get("/v1/notes?limit=3&cursor=", token)
-      expect(blank.body.items.map((n: { id: string }) => n.id)).toEqual(ids.slice(0, 3))
+      expect(bodyOf(blank, Bodies.notes).items.map((n) => n.id)).toEqual(ids.slice(0, 3))
     }))
 
   it.effect("notes routes need notes:read / notes:write: 403 insufficient_scope naming the scope", () =>
@@ -254,7 +266,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       // Refused requests wrote nothing and changed nothing.
       const list = yield* get("/v1/notes", readOnly)
       expect(list.status).toBe(200)
-      expect(list.body.items).toEqual([note])
+      expect(bodyOf(list, Bodies.notes).items).toEqual([note])
       // /v1/me needs no scope.
       expect((yield* get("/v1/me", none)).status).toBe(200)
     }))
@@ -288,9 +300,9 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
 
       const list = yield* get("/v1/admin/tenants", admin)
       expect(list.status).toBe(200)
-      expect(Object.keys(list.body)).toEqual(["items"])
-      expect(list.body.items).toContainEqual(created.body)
-      const ids = list.body.items.map((t: { id: string }) => t.id)
+      expect(Object.keys(bodyOf(list, Bodies.object))).toEqual(["items"])
+      expect(bodyOf(list, Bodies.tenants).items).toContainEqual(created.body)
+      const ids = bodyOf(list, Bodies.tenants).items.map((t) => t.id)
       for (const bad of ["Globex", "g", "extra", "noname"]) expect(ids).not.toContain(bad)
     }))
 
@@ -314,14 +326,14 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       // A user seen for the first time is refused too, and not created.
       expectError(yield* get("/v1/me", yield* userToken("newcomer", "initech")), 403, "tenant_suspended")
       const listed = yield* get("/v1/admin/tenants", admin)
-      expect(listed.body.items).toContainEqual(suspended.body)
+      expect(bodyOf(listed, Bodies.tenants).items).toContainEqual(suspended.body)
 
       const resumed = yield* patch("/v1/admin/tenants/initech", admin, { status: "active" })
       expect(resumed.status).toBe(200)
-      expect(resumed.body.status).toBe("active")
+      expect(bodyOf(resumed, Bodies.tenant).status).toBe("active")
       const list = yield* get("/v1/notes", user)
       expect(list.status, list.text).toBe(200)
-      expect(list.body.items).toEqual([note])
+      expect(bodyOf(list, Bodies.notes).items).toEqual([note])
 
       expectError(yield* patch("/v1/admin/tenants/nosuch", admin, { status: "suspended" }), 404, "not_found")
       for (const body of [{ status: "deleted" }, {}, { status: "active", name: "x" }, { status: 1 }]) {
@@ -364,7 +376,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
 
       const machine = yield* issuer.machine("nucleus", { scopes: READ_WRITE })
       const note = yield* createNote(machine, "from nucleus")
-      expect(note.createdBy).toBe(added.body.accountId)
+      expect(note.createdBy).toBe(bodyOf(added, Bodies.client).accountId)
 
       const disabled = yield* del("/v1/admin/tenants/hooli/clients/nucleus", admin)
       expect(disabled.status, disabled.text).toBe(204)
@@ -392,12 +404,12 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       const verified = yield* issuer.user("jill", { email: "jill@umbrella.example", emailVerified: true, scopes: READ_WRITE })
       const me = yield* get("/v1/me", verified)
       expect(me.status, me.text).toBe(200)
-      expect(me.body.account.tenantId).toBe("umbrella")
-      expect(me.body.tenant).toMatchObject({ id: "umbrella", name: "Umbrella" })
+      expect(bodyOf(me, Bodies.me).account.tenantId).toBe("umbrella")
+      expect(bodyOf(me, Bodies.me).tenant).toMatchObject({ id: "umbrella", name: "Umbrella" })
       yield* createNote(verified, "joined by domain")
       // No email_verified claim at all counts as verified too (only false refuses).
       const unstated = yield* issuer.user("chris", { email: "chris@UMBRELLA.example" })
-      expect((yield* get("/v1/me", unstated)).body.account.tenantId).toBe("umbrella")
+      expect(bodyOf(yield* get("/v1/me", unstated), Bodies.me).account.tenantId).toBe("umbrella")
       // An unverified email places no one.
       expectError(
         yield* get("/v1/me", yield* issuer.user("albert", { email: "albert@umbrella.example", emailVerified: false })),
@@ -440,8 +452,8 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       // Nothing happened: no tenant, no client, no domain, still active; no account was made.
       const admin = yield* adminToken
       const tenants = yield* get("/v1/admin/tenants", admin)
-      expect(tenants.body.items.map((t: { id: string }) => t.id)).not.toContain("sneaky")
-      expect(tenants.body.items).toContainEqual(expect.objectContaining({ id: "adminless", status: "active" }))
+      expect(bodyOf(tenants, Bodies.tenants).items.map((t) => t.id)).not.toContain("sneaky")
+      expect(bodyOf(tenants, Bodies.tenants).items).toContainEqual(expect.objectContaining({ id: "adminless", status: "active" }))
       expect((yield* get("/v1/admin/tenants/adminless/clients", admin)).body).toEqual({ items: [] })
       expect((yield* get("/v1/admin/tenants/adminless/domains", admin)).body).toEqual({ items: [] })
       expect(yield* countAccounts).toBe(accountsBefore)
@@ -489,7 +501,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       const reply = yield* get("/openapi.json")
       expect(reply.status).toBe(200)
       expect(reply.headers["content-type"]).toMatch(/^application\/json/)
-      const doc = reply.body
+      const doc = bodyOf(reply, OpenApiDocument)
       expect(doc.openapi).toMatch(/^3\.1\.\d+$/)
       expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) })
       const routes = [
@@ -568,7 +580,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       expect(removed.text).toBe("")
 
       // Gone everywhere: the list, the database server, the directory.
-      expect((yield* get("/v1/admin/tenants", admin)).body.items.map((t: { id: string }) => t.id)).not.toContain("doomed-co")
+      expect(bodyOf(yield* get("/v1/admin/tenants", admin), Bodies.tenants).items.map((t) => t.id)).not.toContain("doomed-co")
       expect(yield* adminQuery("SELECT 1 FROM pg_database WHERE datname = $1", [database])).toEqual([])
       expect(yield* countAccounts).toBe(accountsBefore - 2)
       expectError(yield* get("/v1/notes", user), 403, "no_tenant")

@@ -7,6 +7,7 @@ import { inject } from "vitest"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { TestPlatform, type TestPlatformOptions } from "../../src/testing/TestPlatform.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
+import { Bodies, bodyOf, isJsonObject } from "../bodies.js"
 
 /**
  * Helpers for the HTTP suite: requests go over a real socket (node:http, no
@@ -33,7 +34,7 @@ export interface Reply {
   readonly rawHeaders: ReadonlyArray<string>
   readonly text: string
   /** The body parsed as JSON; undefined when empty or not JSON. */
-  readonly body: any
+  readonly body: unknown
 }
 
 export interface SendOptions {
@@ -133,10 +134,11 @@ export const expectError = (
   code: string,
   mustNotMention: ReadonlyArray<string> = []
 ) => {
-  expect({ status: reply.status, error: reply.body?.error }, reply.text).toEqual({ status, error: code })
+  const body = isJsonObject(reply.body) ? reply.body : {}
+  expect({ status: reply.status, error: body["error"] }, reply.text).toEqual({ status, error: code })
   expect(reply.headers["content-type"]).toMatch(/^application\/json/)
-  expect(typeof reply.body.message).toBe("string")
-  expect(Object.keys(reply.body)).not.toContain("_tag")
+  expect(typeof body["message"]).toBe("string")
+  expect(Object.keys(body)).not.toContain("_tag")
   for (const leak of LEAKS) expect(reply.text).not.toMatch(leak)
   for (const id of mustNotMention) expect(reply.text).not.toContain(id)
 }
@@ -168,19 +170,20 @@ export const makeTenant = (id: string, name = `Tenant ${id}`) =>
 export const createNote = (token: string, title: string, body = "") =>
   Effect.map(post("/v1/notes", token, { title, body }), (reply) => {
     expect(reply.status, reply.text).toBe(201)
-    return reply.body as { id: string; title: string; body: string; createdBy: string; createdAt: string; updatedAt: string }
+    return bodyOf(reply, Bodies.note)
   })
 
 /** Every note the token's tenant has, following cursors. */
 export const allNotes = (token: string) =>
   Effect.gen(function*() {
-    const items: Array<{ id: string; title: string; body: string }> = []
+    const items: Array<typeof Bodies.note.Type> = []
     let cursor: string | null = null
     do {
       const reply: Reply = yield* get(`/v1/notes?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, token)
       expect(reply.status, reply.text).toBe(200)
-      items.push(...reply.body.items)
-      cursor = reply.body.nextCursor
+      const page = bodyOf(reply, Bodies.notes)
+      items.push(...page.items)
+      cursor = page.nextCursor
     } while (cursor !== null)
     return items
   })

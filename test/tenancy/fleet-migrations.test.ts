@@ -1,3 +1,4 @@
+import { Bodies, bodyOf, errorOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import * as Migrator from "@effect/sql/Migrator"
@@ -81,13 +82,13 @@ const userToken = (tenant: string, subject = `user-of-${tenant}`) =>
 const writeNote = (token: string, title: string) =>
   Effect.map(request("POST", "/v1/notes", { token, json: { title, body: "kept across migrations" } }), (reply) => {
     expect(reply.status, reply.text).toBe(201)
-    return reply.body as { id: string; title: string }
+    return bodyOf(reply, Bodies.note)
   })
 
 const noteTitles = (token: string) =>
   Effect.map(request("GET", "/v1/notes?limit=100", { token }), (reply) => {
     expect(reply.status, reply.text).toBe(200)
-    return (reply.body.items as Array<{ title: string }>).map((n) => n.title)
+    return bodyOf(reply, Bodies.notes).items.map((n) => n.title)
   })
 
 const versionsIn = (database: string) =>
@@ -176,7 +177,7 @@ layer(serverOn({
       expect(refused._tag).toBe("TenantUnavailable")
       const reply = yield* request("GET", "/v1/notes", { token: tokens["fc"]! })
       expect(reply.status, reply.text).toBe(503)
-      expect(reply.body.error).toBe("tenant_unavailable")
+      expect(errorOf(reply)).toBe("tenant_unavailable")
       expect(reply.headers["retry-after"]).toMatch(/^\d+$/)
       for (const id of ["fa", "fb", "fd"]) {
         expect(yield* noteTitles(tokens[id]!)).toEqual([`note of ${id}`])
@@ -409,24 +410,24 @@ layer(serverOn({
 
       // Its tokens now get the contract's 403s, on the very next request.
       const asUser = yield* request("GET", "/v1/notes", { token: user })
-      expect({ status: asUser.status, error: asUser.body?.error }).toEqual({ status: 403, error: "no_tenant" })
+      expect({ status: asUser.status, error: errorOf(asUser) }).toEqual({ status: 403, error: "no_tenant" })
       const asMachine = yield* request("GET", "/v1/notes", { token: machine })
-      expect({ status: asMachine.status, error: asMachine.body?.error }).toEqual({ status: 403, error: "unknown_client" })
+      expect({ status: asMachine.status, error: errorOf(asMachine) }).toEqual({ status: 403, error: "unknown_client" })
       // A new user with the deleted tenant's email domain is not placed there either.
       const byDomain = yield* issuer.user("newcomer", { email: "newcomer@doomed.example", scopes: ["notes:read"] })
       const newcomer = yield* request("GET", "/v1/me", { token: byDomain })
-      expect({ status: newcomer.status, error: newcomer.body?.error }).toEqual({ status: 403, error: "no_tenant" })
+      expect({ status: newcomer.status, error: errorOf(newcomer) }).toEqual({ status: 403, error: "no_tenant" })
 
       // The other tenant is untouched.
       expect(yield* noteTitles(other)).toEqual(["survivor note"])
       const listed = yield* request("GET", "/v1/admin/tenants", { token: adminToken })
-      expect((listed.body.items as Array<{ id: string }>).map((t) => t.id)).not.toContain("doomed")
-      expect((listed.body.items as Array<{ id: string }>).map((t) => t.id)).toContain("survivor")
+      expect(bodyOf(listed, Bodies.tenants).items.map((t) => t.id)).not.toContain("doomed")
+      expect(bodyOf(listed, Bodies.tenants).items.map((t) => t.id)).toContain("survivor")
 
       // Deleting it again, or a tenant that never was: 404.
       for (const id of ["doomed", "never-was"]) {
         const again = yield* request("DELETE", `/v1/admin/tenants/${id}`, { token: adminToken })
-        expect({ status: again.status, error: again.body?.error }, again.text).toEqual({ status: 404, error: "not_found" })
+        expect({ status: again.status, error: errorOf(again) }, again.text).toEqual({ status: 404, error: "not_found" })
       }
       expect((yield* Effect.flip(tenantAdmin.remove("never-was")))._tag).toBe("TenantNotFound")
       // Without the admin scope: refused, nothing deleted.
@@ -457,7 +458,7 @@ layer(serverOn({
       expect(removal.unsafePoll()).toBeNull()
       expect(yield* databaseExists(database)).toBe(true)
       const meanwhile = yield* request("GET", "/v1/notes", { token })
-      expect({ status: meanwhile.status, error: meanwhile.body?.error }).toEqual({
+      expect({ status: meanwhile.status, error: errorOf(meanwhile) }).toEqual({
         status: 403,
         error: "tenant_suspended"
       })
