@@ -98,41 +98,18 @@ export class DbStats {
   }
 }
 
-/** Samples tenant-database connections on an interval: the highest count, and databases seen appearing. */
-export class ConnectionSampler {
+/** Runs `sample` every `intervalMs` (each after the previous one ends) from start() until stop(). */
+abstract class IntervalSampler {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
-  maxConnections = 0
-  maxDatabases = 0
-  samples = 0
-  /** Times a database went from no connection to some between two samples (pools seen opening). */
-  appearances = 0
-  private present = new Set<string>()
-  /** Tenant databases connected in the first and the latest sample. */
-  firstSample: number | undefined
-  get lastSample() {
-    return this.present.size
-  }
-  readonly distinct = new Set<string>()
 
-  constructor(private readonly stats: DbStats, private readonly prefix: string, private readonly intervalMs = 100) {}
+  constructor(private readonly intervalMs: number) {}
+
+  protected abstract sample(): Promise<void>
 
   start(): this {
-    const tick = async () => {
-      const { connections, databases } = await this.stats.connectionsUnder(this.prefix)
-      this.samples++
-      this.firstSample ??= databases.length
-      this.maxConnections = Math.max(this.maxConnections, connections)
-      this.maxDatabases = Math.max(this.maxDatabases, databases.length)
-      const now = new Set(databases)
-      for (const db of now) {
-        if (!this.present.has(db)) this.appearances++
-        this.distinct.add(db)
-      }
-      this.present = now
-    }
     const loop = () => {
-      this.running = tick().catch(() => {}).finally(() => {
+      this.running = this.sample().catch(() => {}).finally(() => {
         if (this.timer !== undefined) this.timer = setTimeout(loop, this.intervalMs)
       })
     }
@@ -149,33 +126,52 @@ export class ConnectionSampler {
   }
 }
 
+/** Samples tenant-database connections on an interval: the highest count, and databases seen appearing. */
+export class ConnectionSampler extends IntervalSampler {
+  maxConnections = 0
+  maxDatabases = 0
+  samples = 0
+  /** Times a database went from no connection to some between two samples (pools seen opening). */
+  appearances = 0
+  private present = new Set<string>()
+  /** Tenant databases connected in the first and the latest sample. */
+  firstSample: number | undefined
+  get lastSample() {
+    return this.present.size
+  }
+  readonly distinct = new Set<string>()
+
+  constructor(private readonly stats: DbStats, private readonly prefix: string, intervalMs = 100) {
+    super(intervalMs)
+  }
+
+  protected async sample() {
+    const { connections, databases } = await this.stats.connectionsUnder(this.prefix)
+    this.samples++
+    this.firstSample ??= databases.length
+    this.maxConnections = Math.max(this.maxConnections, connections)
+    this.maxDatabases = Math.max(this.maxDatabases, databases.length)
+    const now = new Set(databases)
+    for (const db of now) {
+      if (!this.present.has(db)) this.appearances++
+      this.distinct.add(db)
+    }
+    this.present = now
+  }
+}
+
 /** Samples client connections on the whole server: the most at once, and the most of this run's databases. */
-export class ServerConnectionSampler {
-  private timer: NodeJS.Timeout | undefined
-  private running: Promise<void> | undefined
+export class ServerConnectionSampler extends IntervalSampler {
   maxTotal = 0
   maxOurs = 0
 
-  constructor(private readonly stats: DbStats, private readonly prefix: string, private readonly intervalMs = 250) {}
-
-  start(): this {
-    const loop = () => {
-      this.running = this.stats.serverConnections(this.prefix).then(({ ours, total }) => {
-        this.maxOurs = Math.max(this.maxOurs, ours)
-        this.maxTotal = Math.max(this.maxTotal, total)
-      }, () => {}).finally(() => {
-        if (this.timer !== undefined) this.timer = setTimeout(loop, this.intervalMs)
-      })
-    }
-    this.timer = setTimeout(loop, 0)
-    return this
+  constructor(private readonly stats: DbStats, private readonly prefix: string, intervalMs = 250) {
+    super(intervalMs)
   }
 
-  async stop() {
-    const timer = this.timer
-    this.timer = undefined
-    if (timer !== undefined) clearTimeout(timer)
-    await this.running
-    return this
+  protected async sample() {
+    const { ours, total } = await this.stats.serverConnections(this.prefix)
+    this.maxOurs = Math.max(this.maxOurs, ours)
+    this.maxTotal = Math.max(this.maxTotal, total)
   }
 }
