@@ -1,5 +1,5 @@
-import { FileSystem, HttpApiBuilder, HttpApiSwagger, HttpIncomingMessage, HttpMiddleware } from "@effect/platform"
-import { Layer, Option } from "effect"
+import { FileSystem, HttpApiBuilder, HttpApiSwagger, HttpIncomingMessage, HttpMiddleware, HttpServer } from "@effect/platform"
+import { Effect, Layer, Option } from "effect"
 import { constTrue } from "effect/Function"
 import { AdminHandlers } from "./AdminHandlers.js"
 import { PlatformApi } from "./Api.js"
@@ -9,8 +9,20 @@ import { MeHandlers } from "./MeHandlers.js"
 import { NotesHandlers } from "./NotesHandlers.js"
 import { MAX_BODY_BYTES, platformMiddleware } from "./PlatformMiddleware.js"
 
+/**
+ * What `HttpApiBuilder.serve(middleware)` does, with the platform middleware
+ * around the app rather than around the server's handling of it: there it
+ * would see each response only after it was sent, and have to install a
+ * pre-response handler on every request to change it.
+ */
+const serveApi = HttpApiBuilder.httpApp.pipe(
+  Effect.map((app) => HttpServer.serve(platformMiddleware(app))),
+  Layer.unwrapEffect,
+  Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer])
+)
+
 /** The platform router: every route of API.md, /openapi.json and /docs. Needs an HttpServer. */
-export const HttpLive = HttpApiBuilder.serve(platformMiddleware).pipe(
+export const HttpLive = serveApi.pipe(
   // Set once for the server rather than per request.
   Layer.provide(Layer.succeed(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(MAX_BODY_BYTES)))),
   Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),

@@ -28,12 +28,16 @@ const json = (status: number, body: Record<string, unknown>) =>
  * - a defect becomes 500 `{"error":"internal","requestId"}` and is logged with
  *   its cause — never a stack trace or SQL in the body;
  * - one log line per request: method, route, status, duration, tenant, account kind, request id.
+ *
+ * It wraps the app itself (see `HttpLive`), not the server's handling of it, so
+ * it gets the app's response, or its failure, before anything is sent: no
+ * pre-response handler to install on every request.
  */
 export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) =>
   // One fiber-runtime read instead of a chain of service lookups: this runs on every request.
   Effect.withFiberRuntime<
     HttpServerResponse.HttpServerResponse,
-    E,
+    never,
     R | HttpServerRequest.HttpServerRequest | Traffic
   >((fiber) => {
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
@@ -46,8 +50,6 @@ export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) =>
     const requestId = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
     const log = startRequestLog(request, requestId)
     let status = 0
-    // The server sends the app's response before this middleware could see it,
-    // so every response is finished in a pre-response handler.
     const finish = (response: HttpServerResponse.HttpServerResponse) => {
       // The connection is gone (the client hung up, or the body reader destroyed
       // it on an oversized chunked body): nothing can be sent, and Node never
@@ -79,20 +81,20 @@ export const platformMiddleware = <E, R>(app: HttpApp.Default<E, R>) =>
       )
     })
     const refused = refuseBody(request)
-    const respond = Option.isSome(refused)
-      ? Effect.succeed(finish(refused.value))
-      : Effect.zipRight(
-        HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(finish(response))),
-        app
-      )
-    return respond.pipe(
-      Effect.tapErrorCause((cause) =>
-        isExpected(cause)
-          ? Effect.void
-          : Effect.logError("unexpected failure", cause).pipe(Effect.annotateLogs({ requestId }))
-      ),
-      Effect.ensuring(logLine)
-    )
+    if (Option.isSome(refused)) return Effect.ensuring(Effect.succeed(finish(refused.value)), logLine)
+    return Effect.matchCauseEffect(app, {
+      onSuccess: (response) => Effect.succeed(finish(response)),
+      // What the app could not answer (an unknown route, an unreadable body, a
+      // defect) gets the response the server would have made of it, shaped.
+      onFailure: (cause) =>
+        Effect.flatMap(HttpServerError.causeResponse(cause), ([response]) =>
+          isExpected(cause)
+            ? Effect.succeed(finish(response))
+            : Effect.as(
+              Effect.logError("unexpected failure", cause).pipe(Effect.annotateLogs({ requestId })),
+              finish(response)
+            ))
+    }).pipe(Effect.ensuring(logLine))
   })
 
 /** Whether the response can no longer be sent: its socket is destroyed (the response learns of it later). */
