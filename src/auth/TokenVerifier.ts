@@ -1,6 +1,6 @@
 import { Clock, Context, Duration, Effect, Either, Layer, ParseResult, Runtime, Schema } from "effect"
 import { errors, type JWTVerifyGetKey, jwtVerify, type JWTVerifyOptions } from "jose"
-import { createHash } from "node:crypto"
+import { hash as digest } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { AuthConfig, PUBLIC_KEY_ALGORITHMS, type TrustedIssuer } from "./AuthConfig.js"
 import { InvalidToken } from "./AuthErrors.js"
@@ -289,7 +289,7 @@ const make = Effect.gen(function*() {
   const verify = (token: string): Effect.Effect<VerifiedToken, InvalidToken> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       if (token.length > MAX_TOKEN_LENGTH) return Effect.fail(invalid("the token is too long"))
-      const hash = createHash("sha256").update(token).digest("base64url")
+      const hash = digest("sha256", token, "base64url")
       const hit = verified.get(hash)
       hit?.keys.refreshIfStale()
       if (hit !== undefined && hit.version === hit.keys.version()) {

@@ -1,10 +1,9 @@
-import type { HttpServerRequest } from "@effect/platform"
-import { HttpServerRequest as Request } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { Authentication } from "../auth/Authentication.js"
 import { AdminAuthenticated, Authenticated } from "./Api.js"
-import { requestLogOf } from "./RequestLog.js"
+import { type RequestLog, requestLogOf } from "./RequestLog.js"
 
 /**
  * Every Authorization header the client sent. Node keeps only the first of
@@ -22,21 +21,28 @@ const authorizationHeaders = (request: HttpServerRequest.HttpServerRequest): Rea
 
 // The bearer token HttpApiSecurity decodes is ignored: it slices the header
 // without checking the scheme. Authentication reads the headers itself.
+// Both run on every request, so they read the request straight from the fiber
+// and chain plainly: a generator here measured ~20 µs more per request.
+
+/** Runs `f` on the request's Authorization headers and its log record. */
+const withRequest = <A, E>(f: (authorization: ReadonlyArray<string>, log: RequestLog | undefined) => Effect.Effect<A, E>) =>
+  Effect.withFiberRuntime<A, E>((fiber) => {
+    const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
+    return f(authorizationHeaders(request), requestLogOf(request))
+  })
 
 export const AuthenticatedLive = Layer.effect(
   Authenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      Effect.gen(function*() {
-        const request = yield* Request.HttpServerRequest
-        const user = yield* authentication.authenticate(authorizationHeaders(request))
-        const log = requestLogOf(request)
-        if (log !== undefined) {
-          log.tenant = user.tenant.id
-          log.accountKind = user.account.kind
-        }
-        return user
-      })
+      withRequest((authorization, log) =>
+        Effect.tap(authentication.authenticate(authorization), (user) => {
+          if (log !== undefined) {
+            log.tenant = user.tenant.id
+            log.accountKind = user.account.kind
+          }
+        })
+      )
   }))
 )
 
@@ -44,12 +50,10 @@ export const AdminAuthenticatedLive = Layer.effect(
   AdminAuthenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      Effect.gen(function*() {
-        const request = yield* Request.HttpServerRequest
-        const principal = yield* authentication.authenticateAdmin(authorizationHeaders(request))
-        const log = requestLogOf(request)
-        if (log !== undefined) log.accountKind = "admin"
-        return principal
-      })
+      withRequest((authorization, log) =>
+        Effect.tap(authentication.authenticateAdmin(authorization), () => {
+          if (log !== undefined) log.accountKind = "admin"
+        })
+      )
   }))
 )
