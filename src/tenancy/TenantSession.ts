@@ -75,10 +75,10 @@ const openPool = async (placement: TenantPlacement, options: TenantSessionOption
   // here; without a listener it would crash the process.
   pool.on("error", () => {})
   // Before the first connection, so that every connection is known to it.
-  const cancelling = cancellingOutOfBand(pool)
+  cancelOutOfBand(pool)
   try {
     await pool.query("SELECT 1")
-    return cancelling
+    return pool
   } catch (error) {
     await pool.end()
     throw error
@@ -91,11 +91,11 @@ const CANCEL_STATEMENT = /^SELECT pg_cancel_backend\((\d+)\)$/
  * @effect/sql-pg cancels an interrupted query (a client that went away) by
  * running `pg_cancel_backend` through the same pool; when every connection is
  * busy that waits for one, gives up, and the abandoned query runs on holding
- * its connection. This pool answers that statement with PostgreSQL's own
+ * its connection. The pool answers that statement with PostgreSQL's own
  * out-of-band CancelRequest instead (pg's `Client#cancel`): a message on a
  * fresh socket that takes no session, no pool connection and no budget.
  */
-const cancellingOutOfBand = (pool: Pg.Pool): Pg.Pool => {
+const cancelOutOfBand = (pool: Pg.Pool): void => {
   const byProcessId = new Map<number, Pg.PoolClient>()
   const processIdOf = (client: Pg.PoolClient): unknown => Reflect.get(client, "processID")
   pool.on("connect", (client) => {
@@ -116,18 +116,15 @@ const cancellingOutOfBand = (pool: Pg.Pool): Pg.Pool => {
     // pg's typings omit Client#cancel; it is public API in its sources (lib/client.js).
     Reflect.apply(Reflect.get(canceller, "cancel"), canceller, [target, activeQuery])
   }
-  return new Proxy(pool, {
-    get: (target, property) => {
-      const value: unknown = Reflect.get(target, property)
-      if (property !== "query") return typeof value === "function" ? value.bind(target) : value
-      return (...args: Array<unknown>) => {
-        const [text, callback] = args
-        const match = typeof text === "string" ? CANCEL_STATEMENT.exec(text) : null
-        if (match === null || typeof callback !== "function") return Reflect.apply(target.query, target, args)
-        cancel(Number(match[1]))
-        callback()
-      }
-    }
+  // Only `query` is replaced, on this pool object: a Proxy would also trap
+  // every other property read @effect/sql-pg makes per statement.
+  const query: (...args: Array<unknown>) => unknown = Reflect.get(pool, "query")
+  Reflect.set(pool, "query", (...args: Array<unknown>) => {
+    const [text, callback] = args
+    const match = typeof text === "string" ? CANCEL_STATEMENT.exec(text) : null
+    if (match === null || typeof callback !== "function") return Reflect.apply(query, pool, args)
+    cancel(Number(match[1]))
+    callback()
   })
 }
 
