@@ -1,23 +1,35 @@
 /**
- * The framework floor: what the engine's HTTP stack costs with nothing in it.
- * One HttpApi endpoint, GET /v1/me, served by @effect/platform-node exactly as
- * the engine serves its API (HttpApiBuilder.serve on NodeHttpServer, tracing
- * off), answering a constant body of the /v1/me shape through its success
- * schema. No authentication, no middleware, no database.
+ * The stack floor: what the engine's stack costs with nothing of the engine in
+ * it. Two HttpApi endpoints served by @effect/platform-node exactly as the
+ * engine serves its API (HttpApiBuilder on NodeHttpServer, tracing off),
+ * answering through the engine's own response schemas:
  *
- * No server built on this stack can answer GET /v1/me faster than this one, so
- * its req/s next to the raw baseline's says how much of the engine/raw gap
- * belongs to the stack rather than to the engine.
+ * - GET /v1/me: a constant body of the /v1/me shape.
+ * - GET /v1/notes?limit=N: a page of notes read with the engine's SQL through
+ *   @effect/sql-pg, one PgClient per tenant database (pool of TENANT_POOL_MAX,
+ *   logged in as the tenant's role, as the engine does), the tenants taken in
+ *   turn. Placements are read once at start from the platform database
+ *   (DATABASE_URL); without it this endpoint answers 500.
  *
- *   PORT=... npx tsx bench/floor-server.ts
+ * No authentication, no middleware, no tenant look-up, no per-request context:
+ * no server built on this stack can answer these faster, so the floor's req/s
+ * next to the raw baseline's says how much of the engine/raw gap belongs to
+ * the stack (HttpApi, @effect/sql-pg) rather than to the engine.
+ *
+ *   PORT=... DATABASE_URL=... npx tsx bench/floor-server.ts
  */
+import * as Reactivity from "@effect/experimental/Reactivity"
 import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import type { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Logger, LogLevel, Redacted, Schema } from "effect"
 import { createServer } from "node:http"
+import Pg from "pg"
+import { Account, Principal } from "../src/auth/UserWithAccount.js"
 import { MeResponse } from "../src/http/Api.js"
 import { withoutTracing } from "../src/http/HttpLive.js"
-import { Account, Principal } from "../src/auth/UserWithAccount.js"
+import { cursorAfter, type Note, NotePage } from "../src/notes/Note.js"
 import { Tenant } from "../src/tenancy/Tenant.js"
 
 const createdAt = new Date("2026-01-01T00:00:00.000Z")
@@ -33,20 +45,97 @@ const me: typeof MeResponse.Type = {
 }
 
 class Api extends HttpApi.make("floor").add(
-  HttpApiGroup.make("me").add(HttpApiEndpoint.get("me", "/v1/me").addSuccess(MeResponse))
+  HttpApiGroup.make("floor")
+    .add(HttpApiEndpoint.get("me", "/v1/me").addSuccess(MeResponse))
+    .add(
+      HttpApiEndpoint.get("notes", "/v1/notes")
+        .setUrlParams(Schema.Struct({ limit: Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)) }))
+        .addSuccess(NotePage)
+    )
 ) {}
 
-const Handlers = HttpApiBuilder.group(Api, "me", (handlers) => handlers.handle("me", () => Effect.succeed(me)))
+interface NoteRow {
+  readonly id: string
+  readonly title: string
+  readonly body: string
+  readonly created_by: string
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+// As the engine's NoteRepo maps a row.
+const toNote = (row: NoteRow): Note => ({
+  id: row.id,
+  title: row.title,
+  body: row.body,
+  createdBy: row.created_by,
+  createdAt: row.created_at.toISOString(),
+  updatedAt: row.updated_at.toISOString()
+})
 
 const port = Number(process.env["PORT"] ?? "3200")
+const platformUrl = process.env["DATABASE_URL"]
+const poolMax = Number(process.env["TENANT_POOL_MAX"] ?? "4")
 
-HttpApiBuilder.serve().pipe(
-  Layer.provide(HttpApiBuilder.api(Api).pipe(Layer.provide(Handlers))),
-  Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })),
-  withoutTracing,
-  Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)),
-  Layer.launch,
-  NodeRuntime.runMain
+/** Each active tenant's database URL, logged in as its role (read with plain pg, once). */
+const tenantUrls = Effect.promise(async () => {
+  if (platformUrl === undefined) return []
+  const platform = new Pg.Client({ connectionString: platformUrl })
+  await platform.connect()
+  try {
+    const { rows } = await platform.query<{ db_server: string; db_name: string; db_role: string; db_password: string }>(
+      "SELECT db_server, db_name, db_role, db_password FROM tenants WHERE status = 'active' ORDER BY id"
+    )
+    return rows.map((row) => {
+      const url = new URL(row.db_server)
+      url.username = encodeURIComponent(row.db_role)
+      url.password = encodeURIComponent(row.db_password)
+      url.pathname = "/" + encodeURIComponent(row.db_name)
+      return url.toString()
+    })
+  } finally {
+    await platform.end()
+  }
+})
+
+/** One PgClient per tenant database, made before the server listens. */
+const tenantClients = Effect.flatMap(
+  tenantUrls,
+  (urls) => Effect.forEach(urls, (url) => PgClient.make({ url: Redacted.make(url), maxConnections: poolMax }))
 )
 
-console.log(`floor server listening on http://127.0.0.1:${port}`)
+const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
+  let next = 0
+  return HttpApiBuilder.group(Api, "floor", (handlers) =>
+    handlers
+      .handle("me", () => Effect.succeed(me))
+      .handle("notes", ({ urlParams: { limit } }) => {
+        if (clients.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
+        const sql = clients[next++ % clients.length]!
+        return sql<NoteRow>`SELECT * FROM notes ORDER BY created_at DESC, id DESC LIMIT ${limit + 1}`.pipe(
+          Effect.orDie,
+          Effect.map((rows) => {
+            const items = rows.slice(0, limit).map(toNote)
+            const last = items[items.length - 1]
+            return { items, nextCursor: rows.length > limit && last ? cursorAfter(last) : null }
+          })
+        )
+      }))
+}
+
+Effect.gen(function*() {
+  const clients = yield* tenantClients
+  const server = HttpApiBuilder.serve().pipe(
+    Layer.provide(HttpApiBuilder.api(Api).pipe(Layer.provide(handlersFor(clients)))),
+    Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })),
+    withoutTracing
+  )
+  yield* Layer.build(server)
+  console.log(`floor server listening on http://127.0.0.1:${port} (${clients.length} tenant databases)`)
+  return yield* Effect.never
+}).pipe(
+  Effect.scoped,
+  Effect.provide(Reactivity.layer),
+  Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
+  NodeRuntime.runMain
+)
