@@ -101,7 +101,11 @@ const tenantUrls = Effect.promise(async () => {
 /** One PgClient per tenant database, made before the server listens. */
 const tenantClients = Effect.flatMap(
   tenantUrls,
-  (urls) => Effect.forEach(urls, (url) => PgClient.make({ url: Redacted.make(url), maxConnections: poolMax }))
+  (urls) =>
+    Effect.forEach(urls, (url) =>
+      // The engine's and the raw baseline's idle timeout: pg's default of 10 s would
+      // close the pools between the warm-up and the measured run.
+      PgClient.make({ url: Redacted.make(url), maxConnections: poolMax, idleTimeout: "30 seconds" }))
 )
 
 const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
