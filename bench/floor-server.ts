@@ -30,6 +30,7 @@ import { Account, Principal } from "../src/auth/UserWithAccount.js"
 import { MeResponse } from "../src/http/Api.js"
 import { withoutTracing } from "../src/http/HttpLive.js"
 import { cursorAfter, type Note, NotePage } from "../src/notes/Note.js"
+import { NOTE_COLUMNS } from "../src/notes/NoteRepo.js"
 import { Tenant } from "../src/tenancy/Tenant.js"
 
 const createdAt = new Date("2026-01-01T00:00:00.000Z")
@@ -59,8 +60,8 @@ interface NoteRow {
   readonly title: string
   readonly body: string
   readonly created_by: string
-  readonly created_at: Date
-  readonly updated_at: Date
+  readonly created_at: string
+  readonly updated_at: string
 }
 
 // As the engine's NoteRepo maps a row.
@@ -69,8 +70,8 @@ const toNote = (row: NoteRow): Note => ({
   title: row.title,
   body: row.body,
   createdBy: row.created_by,
-  createdAt: row.created_at.toISOString(),
-  updatedAt: row.updated_at.toISOString()
+  createdAt: row.created_at,
+  updatedAt: row.updated_at
 })
 
 const port = Number(process.env["PORT"] ?? "3200")
@@ -116,7 +117,9 @@ const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
       .handle("notes", ({ urlParams: { limit } }) => {
         if (clients.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
         const sql = clients[next++ % clients.length]!
-        return sql<NoteRow>`SELECT * FROM notes ORDER BY created_at DESC, id DESC LIMIT ${limit + 1}`.pipe(
+        return sql<NoteRow>`SELECT ${sql.literal(NOTE_COLUMNS)} FROM notes ORDER BY created_at DESC, id DESC LIMIT ${
+          limit + 1
+        }`.pipe(
           Effect.orDie,
           Effect.map((rows) => {
             const items = rows.slice(0, limit).map(toNote)

@@ -219,17 +219,24 @@ interface NoteRow {
   title: string
   body: string
   created_by: string
-  created_at: Date
-  updated_at: Date
+  created_at: string
+  updated_at: string
 }
+
+// The engine's SQL (src/notes/NoteRepo.ts, NOTE_COLUMNS), repeated rather than
+// imported: the baseline uses nothing of the engine. PostgreSQL writes the
+// timestamps as the API does.
+const NOTE_COLUMNS = `id, title, body, created_by,
+  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at,
+  to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS updated_at`
 
 const toNote = (row: NoteRow) => ({
   id: row.id,
   title: row.title,
   body: row.body,
   createdBy: row.created_by,
-  createdAt: row.created_at.toISOString(),
-  updatedAt: row.updated_at.toISOString()
+  createdAt: row.created_at,
+  updatedAt: row.updated_at
 })
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -253,9 +260,9 @@ const listNotes = async (tenantId: string, params: URLSearchParams) => {
   }
   const pool = await tenantPool(tenantId)
   const { rows } = after === undefined
-    ? await pool.query<NoteRow>("SELECT * FROM notes ORDER BY created_at DESC, id DESC LIMIT $1", [limit + 1])
+    ? await pool.query<NoteRow>(`SELECT ${NOTE_COLUMNS} FROM notes ORDER BY created_at DESC, id DESC LIMIT $1`, [limit + 1])
     : await pool.query<NoteRow>(
-      "SELECT * FROM notes WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+      `SELECT ${NOTE_COLUMNS} FROM notes WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3`,
       [after[0], after[1], limit + 1]
     )
   const items = rows.slice(0, limit).map(toNote)
@@ -293,7 +300,7 @@ const createNote = async (tenantId: string, accountId: string, req: IncomingMess
   }
   const pool = await tenantPool(tenantId)
   const { rows } = await pool.query<NoteRow>(
-    "INSERT INTO notes (title, body, created_by) VALUES ($1, $2, $3) RETURNING *",
+    `INSERT INTO notes (title, body, created_by) VALUES ($1, $2, $3) RETURNING ${NOTE_COLUMNS}`,
     [input.title, input.body, accountId]
   )
   return toNote(rows[0]!)
