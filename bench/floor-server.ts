@@ -117,7 +117,7 @@ const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
       .handle("notes", ({ urlParams: { limit } }) => {
         if (clients.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
         const sql = clients[next++ % clients.length]!
-        return sql<NoteRow>`SELECT ${sql.literal(NOTE_COLUMNS)} FROM notes ORDER BY created_at DESC, id DESC LIMIT ${
+        return sql<NoteRow>`SELECT ${sql.literal(NOTE_COLUMNS)} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${
           limit + 1
         }`.pipe(
           Effect.orDie,

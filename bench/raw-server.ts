@@ -260,9 +260,9 @@ const listNotes = async (tenantId: string, params: URLSearchParams) => {
   }
   const pool = await tenantPool(tenantId)
   const { rows } = after === undefined
-    ? await pool.query<NoteRow>(`SELECT ${NOTE_COLUMNS} FROM notes ORDER BY created_at DESC, id DESC LIMIT $1`, [limit + 1])
+    ? await pool.query<NoteRow>(`SELECT ${NOTE_COLUMNS} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT $1`, [limit + 1])
     : await pool.query<NoteRow>(
-      `SELECT ${NOTE_COLUMNS} FROM notes WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3`,
+      `SELECT ${NOTE_COLUMNS} FROM notes WHERE (created_at, id) < ($1, $2) ORDER BY notes.created_at DESC, notes.id DESC LIMIT $3`,
       [after[0], after[1], limit + 1]
     )
   const items = rows.slice(0, limit).map(toNote)

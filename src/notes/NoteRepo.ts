@@ -7,7 +7,9 @@ import type { Note } from "./Note.js"
  * A note's columns, the timestamps written by PostgreSQL as the API writes
  * them (ISO 8601 in UTC with milliseconds, all the column keeps): making a
  * Date of each only to turn it back into text cost more than the rest of
- * reading a page.
+ * reading a page. The text columns keep the names created_at and updated_at,
+ * so an ORDER BY must name the table's (`notes.created_at`): a bare name
+ * would sort by the text, without the index.
  */
 export const NOTE_COLUMNS = `id, title, body, created_by,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at,
@@ -60,9 +62,9 @@ export class NoteRepo extends Context.Tag("tenant-engine/NoteRepo")<NoteRepo, {
             .pipe(query, Effect.map((rows) => toNote(rows[0]!))),
         page: (limit, after) =>
           (after === undefined
-            ? sql<NoteRow>`SELECT ${columns} FROM notes ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+            ? sql<NoteRow>`SELECT ${columns} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${limit}`
             : sql<NoteRow>`SELECT ${columns} FROM notes WHERE (created_at, id) < (${after[0]}, ${after[1]})
-                           ORDER BY created_at DESC, id DESC LIMIT ${limit}`).pipe(
+                           ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${limit}`).pipe(
               query,
               Effect.map((rows) => rows.map(toNote))
             ),
