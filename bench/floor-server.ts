@@ -29,8 +29,8 @@ import Pg from "pg"
 import { Account, Principal } from "../src/auth/UserWithAccount.js"
 import { MeResponse } from "../src/http/Api.js"
 import { withoutTracing } from "../src/http/HttpLive.js"
-import { cursorAfter, type Note, NotePage } from "../src/notes/Note.js"
-import { NOTE_COLUMNS } from "../src/notes/NoteRepo.js"
+import { cursorAfter, NotePage } from "../src/notes/Note.js"
+import { NOTE_COLUMNS, type NoteRow, toNote } from "../src/notes/NoteRepo.js"
 import { Tenant } from "../src/tenancy/Tenant.js"
 
 const createdAt = new Date("2026-01-01T00:00:00.000Z")
@@ -54,25 +54,6 @@ class Api extends HttpApi.make("floor").add(
         .addSuccess(NotePage)
     )
 ) {}
-
-interface NoteRow {
-  readonly id: string
-  readonly title: string
-  readonly body: string
-  readonly created_by: string
-  readonly created_at: string
-  readonly updated_at: string
-}
-
-// As the engine's NoteRepo maps a row.
-const toNote = (row: NoteRow): Note => ({
-  id: row.id,
-  title: row.title,
-  body: row.body,
-  createdBy: row.created_by,
-  createdAt: row.created_at,
-  updatedAt: row.updated_at
-})
 
 const port = Number(process.env["PORT"] ?? "3200")
 const platformUrl = process.env["DATABASE_URL"]
@@ -110,14 +91,15 @@ const tenantClients = Effect.flatMap(
 )
 
 const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
+  const tenants = clients.map((sql) => ({ sql, columns: sql.literal(NOTE_COLUMNS) }))
   let next = 0
   return HttpApiBuilder.group(Api, "floor", (handlers) =>
     handlers
       .handle("me", () => Effect.succeed(me))
       .handle("notes", ({ urlParams: { limit } }) => {
-        if (clients.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
-        const sql = clients[next++ % clients.length]!
-        return sql<NoteRow>`SELECT ${sql.literal(NOTE_COLUMNS)} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${
+        if (tenants.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
+        const { columns, sql } = tenants[next++ % tenants.length]!
+        return sql<NoteRow>`SELECT ${columns} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${
           limit + 1
         }`.pipe(
           Effect.orDie,

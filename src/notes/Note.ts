@@ -18,7 +18,7 @@ export const Timestamp = Schema.String.annotations({
 /**
  * Plain structs, not classes: a page of notes is made and encoded on every
  * request, and each Date or class instance on the way costs more than the query.
- * Timestamps are turned into text once, where the row is read.
+ * Timestamps arrive as text, written by PostgreSQL (see NoteRepo).
  */
 export const Note = Schema.Struct({
   id: Schema.String,

@@ -15,7 +15,7 @@ export const NOTE_COLUMNS = `id, title, body, created_by,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at,
   to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS updated_at`
 
-interface NoteRow {
+export interface NoteRow {
   readonly id: string
   readonly title: string
   readonly body: string
@@ -26,7 +26,7 @@ interface NoteRow {
 
 // Rows come from our own table, whose constraints already hold what the Note
 // schema says: they are not validated again (which would cost more than the query).
-const toNote = (row: NoteRow): Note => ({
+export const toNote = (row: NoteRow): Note => ({
   id: row.id,
   title: row.title,
   body: row.body,
