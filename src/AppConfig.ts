@@ -1,5 +1,6 @@
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
 import { withDatabase } from "./db/DatabaseUrl.js"
+import type { TenantStrategy } from "./tenancy/Tenant.js"
 
 /**
  * Every setting, read once from the environment at start-up. A bad value stops
@@ -24,6 +25,10 @@ export interface Settings {
   readonly platformPoolMax: number
   readonly tenantPoolMax: number
   readonly tenantConnectionBudget: number
+  /** Unset: half the budget. */
+  readonly tenantSharedPoolMax: Option.Option<number>
+  readonly tenantContextMax: number
+  readonly tenantDefaultStrategy: TenantStrategy
   readonly tenantIdleTimeout: Duration.Duration
   readonly tenantAcquireTimeout: Duration.Duration
   readonly tenantDatabasePrefix: string
@@ -95,6 +100,12 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   platformPoolMax: positiveInt("PLATFORM_POOL_MAX", 10),
   tenantPoolMax: positiveInt("TENANT_POOL_MAX", 4),
   tenantConnectionBudget: positiveInt("TENANT_CONNECTION_BUDGET", 80),
+  tenantSharedPoolMax: Config.option(positiveInt("TENANT_SHARED_POOL_MAX", 1)),
+  tenantContextMax: positiveInt("TENANT_CONTEXT_MAX", 10_000),
+  tenantDefaultStrategy: Config.withDefault(
+    Config.literal("database", "schema")("TENANT_DEFAULT_STRATEGY"),
+    "database" as const
+  ),
   tenantIdleTimeout: Config.withDefault(Config.duration("TENANT_IDLE_TIMEOUT"), Duration.minutes(5)),
   tenantAcquireTimeout: Config.withDefault(Config.duration("TENANT_ACQUIRE_TIMEOUT"), Duration.seconds(5)),
   tenantDatabasePrefix: Config.withDefault(Config.string("TENANT_DATABASE_PREFIX"), "tenant_").pipe(
@@ -108,8 +119,16 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   Config.validate({
     message: "TENANT_CONNECTION_BUDGET: must be at least TENANT_POOL_MAX",
     validation: (s) => s.tenantConnectionBudget >= s.tenantPoolMax
+  }),
+  Config.validate({
+    message: "TENANT_SHARED_POOL_MAX: must be at most TENANT_CONNECTION_BUDGET",
+    validation: (s) => Option.getOrElse(s.tenantSharedPoolMax, () => 1) <= s.tenantConnectionBudget
   })
 )
+
+/** The shared pool's connections: TENANT_SHARED_POOL_MAX, or half the budget. */
+export const sharedPoolConnections = (settings: Settings) =>
+  Option.getOrElse(settings.tenantSharedPoolMax, () => Math.max(1, Math.floor(settings.tenantConnectionBudget / 2)))
 
 export class AppConfig extends Context.Tag("tenant-engine/AppConfig")<AppConfig, Settings>() {
   static readonly layer = Layer.effect(AppConfig, settingsConfig)

@@ -1,6 +1,6 @@
 import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import { join } from "node:path"
-import { type Settings, tenantAdminUrl } from "../AppConfig.js"
+import { type Settings, sharedPoolConnections, tenantAdminUrl } from "../AppConfig.js"
 import { AuthConfig } from "../auth/AuthConfig.js"
 import { DevIssuer } from "../auth/DevIssuer.js"
 import { withDatabase } from "../db/DatabaseUrl.js"
@@ -53,8 +53,11 @@ export const environment = (settings: Settings, options: { readonly quiet?: bool
       Layer.succeed(TenancyConfig, {
         adminUrl: tenantAdminUrl(settings, platformUrl),
         databasePrefix: settings.tenantDatabasePrefix,
+        defaultStrategy: settings.tenantDefaultStrategy,
         maxConnectionsPerTenant: settings.tenantPoolMax,
+        sharedPoolConnections: sharedPoolConnections(settings),
         connectionBudget: settings.tenantConnectionBudget,
+        maxContexts: settings.tenantContextMax,
         idleTimeout: settings.tenantIdleTimeout,
         acquireTimeout: settings.tenantAcquireTimeout
       }),

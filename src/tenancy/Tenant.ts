@@ -25,9 +25,28 @@ export const TenantName = boundedText(1, 200)
 export const TenantStatus = Schema.Literal("active", "suspended")
 export type TenantStatus = typeof TenantStatus.Type
 
+/** `database`: a database and a login role of its own; `schema`: a schema and a role of its own in a shared database. */
+export const TenantStrategy = Schema.Literal("database", "schema")
+export type TenantStrategy = typeof TenantStrategy.Type
+
 export class Tenant extends Schema.Class<Tenant>("Tenant")({
   id: Schema.String,
   name: Schema.String,
   status: TenantStatus,
   createdAt: Schema.Date
+}) {}
+
+/** Where a tenant's data lives, as operators see it: names only, never a URL or a credential. */
+export class Placement extends Schema.Class<Placement>("Placement")({
+  server: Schema.String,
+  strategy: TenantStrategy,
+  database: Schema.String,
+  schema: Schema.NullOr(Schema.String),
+  role: Schema.String
+}) {}
+
+/** A tenant as the admin routes and the CLI show it: with its placement (never shown to tenants). */
+export class ManagedTenant extends Schema.Class<ManagedTenant>("ManagedTenant")({
+  ...Tenant.fields,
+  placement: Placement
 }) {}

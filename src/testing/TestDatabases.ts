@@ -8,12 +8,18 @@ import { TenancyConfig } from "../tenancy/TenancyConfig.js"
 import { TenantContexts } from "../tenancy/TenantContexts.js"
 import { TenantDatabases } from "../tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../tenancy/TenantMigrations.js"
+import type { TenantStrategy } from "../tenancy/Tenant.js"
 
 export interface TestDatabasesOptions {
   /** A superuser URL on the test server. */
   readonly adminUrl: string
+  /** The strategy of tenants provisioned without one; default `database`. */
+  readonly defaultStrategy?: TenantStrategy
   readonly maxConnectionsPerTenant?: number
+  /** Default: half the budget. */
+  readonly sharedPoolConnections?: number
   readonly connectionBudget?: number
+  readonly maxContexts?: number
   readonly idleTimeout?: Duration.DurationInput
   readonly acquireTimeout?: Duration.DurationInput
 }
@@ -53,6 +59,7 @@ export const dropNamespace = (adminUrl: string, prefix: string) =>
 /** PlatformConfig and TenancyConfig for a fresh namespace on a test server. */
 export const testConfig = (options: TestDatabasesOptions, namespace = makeNamespace()) => {
   const adminUrl = Redacted.make(options.adminUrl)
+  const connectionBudget = options.connectionBudget ?? 20
   return Layer.mergeAll(
     Layer.succeed(PlatformConfig, {
       url: withDatabase(adminUrl, `${namespace}_platform`),
@@ -61,8 +68,11 @@ export const testConfig = (options: TestDatabasesOptions, namespace = makeNamesp
     Layer.succeed(TenancyConfig, {
       adminUrl,
       databasePrefix: `${namespace}_t_`,
+      defaultStrategy: options.defaultStrategy ?? "database",
       maxConnectionsPerTenant: options.maxConnectionsPerTenant ?? 2,
-      connectionBudget: options.connectionBudget ?? 20,
+      sharedPoolConnections: options.sharedPoolConnections ?? Math.max(1, Math.floor(connectionBudget / 2)),
+      connectionBudget,
+      maxContexts: options.maxContexts ?? 10_000,
       idleTimeout: Duration.decode(options.idleTimeout ?? "1 minute"),
       acquireTimeout: Duration.decode(options.acquireTimeout ?? "10 seconds")
     }),
