@@ -19,6 +19,8 @@ const migrator = Migrator.make({})
  * The migrator serialises runs with a table lock, but two processes creating its
  * table at the same moment would collide; an advisory lock taken in the same
  * transaction as `CREATE TABLE IF NOT EXISTS` makes that first step safe too.
+ * Tables go to the first schema of the search path: a schema tenant's when
+ * its migrations run with that schema's search path.
  * Returns the schema version (the highest applied migration id).
  */
 export const runMigrations = (loader: Migrator.Loader) =>
@@ -26,7 +28,8 @@ export const runMigrations = (loader: Migrator.Loader) =>
     const sql = yield* SqlClient.SqlClient
     yield* sql.withTransaction(
       Effect.zipRight(
-        sql`SELECT pg_advisory_xact_lock(hashtext(${MIGRATIONS_TABLE}))`,
+        // Per schema: schema tenants of one database migrate side by side.
+        sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.' || ${MIGRATIONS_TABLE}))`,
         sql`CREATE TABLE IF NOT EXISTS ${sql(MIGRATIONS_TABLE)} (
           migration_id integer PRIMARY KEY,
           created_at timestamptz NOT NULL DEFAULT now(),

@@ -7,6 +7,8 @@ import { TenancyConfig } from "./TenancyConfig.js"
 import { type TenantNotFound, type TenantSuspended, TenantUnavailable } from "./TenancyErrors.js"
 import { TenantDatabases } from "./TenantDatabases.js"
 import { type TenantServices, TenantServicesLive } from "./TenantServices.js"
+import { makeSharedPools, SharedPools } from "./SharedPools.js"
+import type { TenantStrategy } from "./Tenant.js"
 import { TenantSession } from "./TenantSession.js"
 
 /**
@@ -18,8 +20,12 @@ export const TENANT_CHANGES = "tenant_engine_tenants"
 export type TenantContextError = TenantNotFound | TenantSuspended | TenantUnavailable
 
 export interface TenantContextStats {
-  /** Contexts open now (each holds one tenant pool). */
+  /** Contexts open now (a database tenant's holds its pool; a schema tenant's runs on the shared pool). */
   readonly open: number
+  /** Of those, schema tenants' contexts (bounded by count, not by connections). */
+  readonly schemaOpen: number
+  /** Connections taken from the budget: database tenants' pools and the shared pools. */
+  readonly connections: number
   /** References held by callers now. */
   readonly references: number
   /** Contexts opened and closed since start. */
@@ -34,11 +40,15 @@ export interface TenantContextStats {
  * given back however the work that held it ends. An unreferenced context
  * closes after the idle time, or earlier when its room is needed.
  *
- * Bounds: at most `connectionBudget / maxConnectionsPerTenant` contexts are
- * open, counted from when one starts opening to when its pool has closed, so
- * pools can never hold more than the budget. An invalidated context leaves the
- * cache at once (the next caller builds a new one) and closes when its last
- * holder is done.
+ * Bounds: connections are counted from when a pool starts opening to when it
+ * has closed, so pools never hold more than the budget. A database tenant's
+ * context takes `maxConnectionsPerTenant` of it. The first schema tenant's
+ * context takes `sharedPoolConnections` for the shared pool, which then stays
+ * open; schema tenants' contexts hold no connection and are bounded by count
+ * (`maxContexts`). When a bound is reached the least recently used idle
+ * context of the kind that frees room is closed, or the caller waits. An
+ * invalidated context leaves the cache at once (the next caller builds a new
+ * one) and closes when its last holder is done.
  */
 export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<TenantContexts, {
   /** Runs `f` with a reference to the tenant's built context, given back when it ends. */
@@ -88,6 +98,8 @@ export const withTenant = (tenantId: string) =>
 /** One tenant's context: built once, shared by every request of the tenant while it is cached. */
 interface Entry {
   readonly tenantId: string
+  /** Known once its placement is: what its room is counted in. */
+  strategy: TenantStrategy | undefined
   /** Owns the pool and the slot; closing it closes both. */
   readonly scope: Scope.CloseableScope
   readonly built: Deferred.Deferred<Context.Context<TenantServices>, TenantContextError>
@@ -105,11 +117,13 @@ const make = Effect.gen(function*() {
   const databases = yield* TenantDatabases
   const platform = yield* PlatformDb
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
-  const maxOpen = Math.max(1, Math.floor(config.connectionBudget / config.maxConnectionsPerTenant))
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
   const idleMillis = Duration.toMillis(config.idleTimeout)
 
+  /** Connections taken from the budget. */
+  let connections = 0
   let open = 0
+  let schemaOpen = 0
   let opened = 0
   let closed = 0
   /** The cached context of each tenant. */
@@ -153,18 +167,45 @@ const make = Effect.gen(function*() {
       return Scope.close(entry.scope, Exit.void)
     })
 
-  /** Reserves a slot for a new context, evicting the least recently used idle one or waiting for room. */
-  const reserveSlot = (deadline: number): Effect.Effect<void, TenantUnavailable> =>
+  /** Room that opening something takes: connections of the budget, or a schema tenant's place in the count. */
+  type Room = { readonly connections: number } | "schema context"
+
+  const fits = (room: Room) =>
+    room === "schema context"
+      ? schemaOpen < config.maxContexts
+      : connections + room.connections <= config.connectionBudget
+
+  const takeRoom = (room: Room) => {
+    if (room === "schema context") schemaOpen++
+    else connections += room.connections
+  }
+
+  const giveRoom = (room: Room) =>
+    Effect.zipRight(
+      Effect.sync(() => {
+        if (room === "schema context") schemaOpen--
+        else connections -= room.connections
+      }),
+      signalRoom
+    )
+
+  /**
+   * Takes room, closing the least recently used idle context whose going
+   * frees that kind of room (a database tenant's for connections, a schema
+   * tenant's for the count), or waiting for room until the deadline.
+   */
+  const reserve = (room: Room, deadline: number): Effect.Effect<void, TenantUnavailable> =>
     Effect.suspend(() => {
-      if (open < maxOpen) {
-        open++
+      if (fits(room)) {
+        takeRoom(room)
         return Effect.void
       }
+      const frees = room === "schema context" ? "schema" : "database"
       // Only built contexts: one still being built may be the caller itself.
       let idle: Entry | undefined
       for (const entry of live) {
         if (
-          entry.references === 0 && entry.context !== undefined && !entry.closing &&
+          entry.strategy === frees && entry.references === 0 && entry.context !== undefined && !entry.closing &&
           (idle === undefined || entry.lastUsed < idle.lastUsed)
         ) {
           idle = entry
@@ -179,22 +220,36 @@ const make = Effect.gen(function*() {
       const waitForRoom = idle !== undefined
         ? retire(idle)
         : awaitRoom(wait)
-      return Effect.zipRight(waitForRoom, reserveSlot(deadline))
+      return Effect.zipRight(waitForRoom, reserve(room, deadline))
     })
 
-  /** Builds the entry's context in its scope: placement, a slot, then the layers. */
+  const sharedPoolRoom: Room = { connections: config.sharedPoolConnections }
+  const sharedPools = yield* makeSharedPools({
+    connections: config.sharedPoolConnections,
+    acquireTimeout: config.acquireTimeout,
+    beforeOpen: Effect.suspend(() => reserve(sharedPoolRoom, Date.now() + acquireTimeout)),
+    afterClose: giveRoom(sharedPoolRoom)
+  })
+
+  /** Builds the entry's context in its scope: placement, room, then the layers. */
   const build = (entry: Entry) =>
     Effect.gen(function*() {
       const placement = yield* databases.placement(entry.tenantId)
-      yield* reserveSlot(Date.now() + acquireTimeout)
+      const room: Room = placement.strategy === "database"
+        ? { connections: config.maxConnectionsPerTenant }
+        : "schema context"
+      yield* reserve(room, Date.now() + acquireTimeout)
+      entry.strategy = placement.strategy
+      open++
       opened++
-      // The slot is given back when the scope closes, after the pool has ended
+      // The room is given back when the scope closes, after the pool has ended
       // (finalizers run in reverse order).
       yield* Scope.addFinalizer(
         entry.scope,
-        Effect.sync(() => {
+        Effect.suspend(() => {
           open--
           closed++
+          return giveRoom(room)
         })
       )
       const layer = TenantServicesLive.pipe(
@@ -203,7 +258,10 @@ const make = Effect.gen(function*() {
           acquireTimeout: config.acquireTimeout
         }))
       )
-      return yield* Layer.buildWithScope(layer, entry.scope).pipe(Effect.provide(reactivity))
+      return yield* Layer.buildWithScope(layer, entry.scope).pipe(
+        Effect.provide(reactivity),
+        Effect.provideService(SharedPools, sharedPools)
+      )
     })
 
   /** A new entry, cached, with its build running in its own scope (a waiter that gives up does not stop it). */
@@ -211,6 +269,7 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const entry: Entry = {
         tenantId,
+        strategy: undefined,
         scope: yield* Scope.make(),
         built: yield* Deferred.make<Context.Context<TenantServices>, TenantContextError>(),
         context: undefined,
@@ -397,6 +456,8 @@ const make = Effect.gen(function*() {
     drain,
     stats: Effect.sync(() => ({
       open,
+      schemaOpen,
+      connections,
       references: [...live].reduce((sum, entry) => sum + entry.references, 0),
       opened,
       closed

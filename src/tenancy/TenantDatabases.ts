@@ -2,11 +2,13 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Clock, Context, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import type { MigrationError } from "@effect/sql/Migrator"
+import { Cause, Clock, Context, Effect, Layer, Option, Redacted, Schedule, Schema, Scope } from "effect"
 import { createHash, randomBytes } from "node:crypto"
+import Pg from "pg"
 import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
-import { DUPLICATE_OBJECT, OBJECT_IN_USE, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
+import { DUPLICATE_DATABASE, DUPLICATE_OBJECT, OBJECT_IN_USE, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import {
@@ -17,47 +19,78 @@ import {
   TenantSuspended,
   TenantUnavailable
 } from "./TenancyErrors.js"
-import { Tenant, TenantId, TenantName, type TenantStatus } from "./Tenant.js"
+import { ManagedTenant, Placement, TenantId, TenantName, type TenantStatus, type TenantStrategy } from "./Tenant.js"
 import { TenantMigrations } from "./TenantMigrations.js"
 
-/** Where a tenant's database lives and the role its pool logs in as. */
+/** Where a tenant's data lives and how its session logs in. */
 export interface TenantPlacement {
   readonly tenantId: string
+  /** The server's URL without credentials or database. */
   readonly server: string
+  readonly strategy: TenantStrategy
+  /** The tenant's own database, or the server's shared database. */
   readonly database: string
+  /** A schema tenant's schema; null for a database tenant (its tables are in `public`). */
+  readonly schema: string | null
+  /** The tenant's own role. */
   readonly role: string
-  readonly password: Redacted.Redacted<string>
+  /** Who the pool logs in as: the tenant's role (database), or the shared database's gateway role (schema). */
+  readonly login: { readonly user: string; readonly password: Redacted.Redacted<string> }
+}
+
+/** The one server until servers are registered by name: what admin views call it. */
+export const DEFAULT_SERVER = "default"
+
+export interface ProvisionOptions {
+  /** Default: the configured default strategy. */
+  readonly strategy?: TenantStrategy | undefined
+  /** A registered server's name; only `default` is registered. */
+  readonly server?: string | undefined
 }
 
 /**
- * The tenants and their databases: placement, provisioning, status.
+ * The tenants and where their data lives: placement, provisioning, status,
+ * migrations and removal, on both strategies.
  *
- * Each tenant has a database of its own and a login role that is the only
+ * `database`: a database of its own and a login role that is the only
  * non-superuser allowed to connect to it (PUBLIC's CONNECT is revoked). Table
  * privileges come from one group role per deployment, granted through default
  * privileges set in the template, so a tenant role can use its own tables and
  * cannot even connect to another tenant's database.
+ *
+ * `schema`: a schema of its own in the server's shared database, and a
+ * NOLOGIN role that may use that schema's tables and nothing else. The shared
+ * pool logs in as the gateway role, a NOINHERIT member of every tenant role:
+ * by itself it reads no tenant's table; it becomes one tenant per unit of work
+ * (SchemaClient). Provisioning one is a single transaction: the role, the
+ * schema, its privileges and every tenant migration, or nothing.
  */
 export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases")<TenantDatabases, {
-  /** Creates the tenant's database at the current schema version and records it as active. */
+  /** Creates the tenant's database or schema at the current schema version and records it as active. */
   readonly provision: (
     id: string,
-    name: string
-  ) => Effect.Effect<Tenant, InvalidTenant | TenantAlreadyExists | ProvisioningFailed>
-  readonly find: (id: string) => Effect.Effect<Tenant, TenantNotFound>
-  readonly list: Effect.Effect<ReadonlyArray<Tenant>>
-  readonly setStatus: (id: string, status: TenantStatus) => Effect.Effect<Tenant, TenantNotFound>
+    name: string,
+    options?: ProvisionOptions
+  ) => Effect.Effect<ManagedTenant, InvalidTenant | TenantAlreadyExists | ProvisioningFailed>
+  readonly find: (id: string) => Effect.Effect<ManagedTenant, TenantNotFound>
+  readonly list: Effect.Effect<ReadonlyArray<ManagedTenant>>
+  readonly setStatus: (id: string, status: TenantStatus) => Effect.Effect<ManagedTenant, TenantNotFound>
   /** Where to connect for a tenant that may serve requests now. */
   readonly placement: (
     id: string
   ) => Effect.Effect<TenantPlacement, TenantNotFound | TenantSuspended | TenantUnavailable>
-  /** The database name a tenant id maps to. */
+  /** The name of a tenant's database (database strategy), or of its schema and role (both strategies). */
   readonly databaseName: (id: string) => string
+  /** Runs every pending tenant migration on a tenant's data, as the administrator; the schema version after. */
+  readonly migrate: (
+    target: { readonly strategy: TenantStrategy; readonly database: string; readonly schema: string | null }
+  ) => Effect.Effect<number, SqlError | MigrationError>
   /**
    * Deletes a tenant: marks it deleting (its requests are refused from now on),
    * runs `drain` (the caller closes what it holds of the tenant), drops its
-   * database and role, and removes its row with its accounts, clients and
-   * domains. A delete that was cut off half-way is finished by the next one.
+   * database or schema and its role, and removes its row with its accounts,
+   * clients and domains. A delete that was cut off half-way is finished by the
+   * next one.
    */
   readonly remove: (id: string, drain: Effect.Effect<void>) => Effect.Effect<void, TenantNotFound>
 }>() {
@@ -72,18 +105,27 @@ interface TenantRow {
   readonly status: "provisioning" | "active" | "suspended" | "deleting"
   readonly created_at: Date
   readonly db_server: string
+  readonly db_strategy: TenantStrategy
   readonly db_name: string
+  readonly db_schema: string | null
   readonly db_role: string
-  readonly db_password: string
+  readonly db_password: string | null
   readonly migration_state: "current" | "migrating" | "failed"
 }
 
 const toTenant = (row: TenantRow) =>
-  new Tenant({
+  new ManagedTenant({
     id: row.id,
     name: row.name,
     status: row.status === "suspended" ? "suspended" : "active",
-    createdAt: row.created_at
+    createdAt: row.created_at,
+    placement: new Placement({
+      server: DEFAULT_SERVER,
+      strategy: row.db_strategy,
+      database: row.db_name,
+      schema: row.db_schema,
+      role: row.db_role
+    }, true)
   }, true)
 
 /** PostgreSQL's limit on identifiers (NAMEDATALEN - 1); longer names are truncated. */
@@ -92,8 +134,17 @@ const MAX_IDENTIFIER_BYTES = 63
 /** How long a delete waits for other processes to finish their work in the tenant's database. */
 const OTHERS_DRAIN_MILLIS = 10_000
 
+/**
+ * Ids whose names are the engine's own (the group role and the template):
+ * such a tenant would have taken them over, and its undo dropped them. Names
+ * added since start with `_` after the prefix, which no tenant id gives.
+ */
+const RESERVED_IDS = new Set(["app", "template"])
+
 /** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
 const orDie = <A, E extends SqlError, R>(effect: Effect.Effect<A, E, R>) => Effect.orDie(effect)
+
+const ident = Pg.escapeIdentifier
 
 const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
@@ -105,9 +156,12 @@ const make = Effect.gen(function*() {
     applicationName: "tenant-engine/provisioning"
   })
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
+  const layerScope = yield* Effect.scope
   const server = serverOf(config.adminUrl)
   const templateName = `${config.databasePrefix}template`
   const appRole = `${config.databasePrefix}app`
+  const sharedName = `${config.databasePrefix}_shared`
+  const gatewayRole = `${config.databasePrefix}_gateway`
   const databaseName = (id: string) => {
     const name = config.databasePrefix + id.replaceAll("-", "_")
     if (Buffer.byteLength(name) <= MAX_IDENTIFIER_BYTES) return name
@@ -129,18 +183,21 @@ const make = Effect.gen(function*() {
       )
     )
 
-  // --- the template: a migrated database that new tenants are copied from ---
+  /** Under an advisory lock on the server, so that several processes prepare a thing one at a time. */
+  const exclusively = (name: string) =>
+    Effect.flatMap(admin.reserve, (connection) =>
+      Effect.acquireRelease(
+        connection.executeRaw("SELECT pg_advisory_lock(hashtext($1))", [name]),
+        () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [name]))
+      ))
+
+  // --- the template: a migrated database that new database tenants are copied from ---
 
   const templateLock = yield* Effect.makeSemaphore(1)
   let templateVersion = -1
 
-  /** Under an advisory lock, so that several processes prepare it one at a time. */
   const prepareTemplate = Effect.gen(function*() {
-    const connection = yield* admin.reserve
-    yield* Effect.acquireRelease(
-      connection.executeRaw("SELECT pg_advisory_lock(hashtext($1))", [templateName]),
-      () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [templateName]))
-    )
+    yield* exclusively(templateName)
     const exists = yield* admin`SELECT 1 FROM pg_database WHERE datname = ${templateName}`
     const created = exists.length === 0
     if (created) {
@@ -185,6 +242,78 @@ const make = Effect.gen(function*() {
     })
   )
 
+  // --- the shared database: where schema tenants live ---
+
+  const sharedLock = yield* Effect.makeSemaphore(1)
+  let shared: { readonly sql: PgClient.PgClient } | undefined
+
+  /**
+   * Creates the shared database and its gateway role once per server (under
+   * an advisory lock: several processes may try at once), records the
+   * gateway's login in the platform database, and opens this process's
+   * administrative pool on it. Tenant roles there may not call `set_config`
+   * nor run PL/pgSQL: with either they could issue a `SET ROLE` that
+   * SchemaClient does not see.
+   */
+  const prepareShared = Effect.gen(function*() {
+    yield* exclusively(sharedName)
+    const recorded = yield* platform`SELECT 1 FROM shared_databases WHERE server = ${server} AND database = ${sharedName}`
+    if (recorded.length === 0) {
+      const password = randomBytes(24).toString("base64url")
+      // The password is base64url: safe inside a literal, and DDL takes no parameters.
+      const withPassword = admin.literal(`'${password}'`)
+      // A run cut off before it recorded the login may have made the role: take it over.
+      yield* admin`CREATE ROLE ${admin(gatewayRole)} LOGIN NOINHERIT PASSWORD ${withPassword}`.pipe(
+        Effect.catchIf(
+          (e) => [DUPLICATE_OBJECT, UNIQUE_VIOLATION].includes(sqlState(e) ?? ""),
+          () => admin`ALTER ROLE ${admin(gatewayRole)} LOGIN NOINHERIT PASSWORD ${withPassword}`
+        )
+      )
+      yield* admin`CREATE DATABASE ${admin(sharedName)}`.pipe(
+        Effect.catchIf((e) => sqlState(e) === DUPLICATE_DATABASE, () => Effect.void)
+      )
+      yield* admin`REVOKE ALL ON DATABASE ${admin(sharedName)} FROM PUBLIC`
+      yield* admin`GRANT CONNECT ON DATABASE ${admin(sharedName)} TO ${admin(gatewayRole)}`
+      yield* Effect.scoped(Effect.gen(function*() {
+        const sql = yield* PgClient.make({
+          url: withDatabase(config.adminUrl, sharedName),
+          maxConnections: 1,
+          applicationName: "tenant-engine/shared"
+        })
+        yield* sql.unsafe([
+          "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+          "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
+          "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC"
+        ].join("; "))
+      }))
+      yield* platform`INSERT INTO shared_databases (server, database, login_role, login_password)
+                      VALUES (${server}, ${sharedName}, ${gatewayRole}, ${password})`
+    }
+    const sql = yield* PgClient.make({
+      url: withDatabase(config.adminUrl, sharedName),
+      maxConnections: 4,
+      applicationName: "tenant-engine/provisioning"
+    }).pipe(Scope.extend(layerScope))
+    return { sql }
+  }).pipe(Effect.scoped, Effect.provide(reactivity))
+
+  const ensureShared = sharedLock.withPermits(1)(
+    Effect.suspend(() =>
+      shared !== undefined
+        ? Effect.succeed(shared)
+        : Effect.tap(Effect.uninterruptible(prepareShared), (prepared) => {
+          shared = prepared
+        })
+    )
+  )
+
+  /** Runs `effect` as the administrator with a schema tenant's search path, in one transaction. */
+  const inSchema = <A, E, R>(schema: string, effect: Effect.Effect<A, E, R>) =>
+    Effect.flatMap(ensureShared, ({ sql }) =>
+      sql.withTransaction(
+        Effect.zipRight(sql.unsafe(`SET LOCAL search_path TO ${ident(schema)}`), effect)
+      ).pipe(Effect.provideService(SqlClient.SqlClient, sql)))
+
   // --- provisioning ---
 
   // Each statement runs to its end once sent: an interrupted one would be
@@ -196,7 +325,7 @@ const make = Effect.gen(function*() {
       const database = admin(placement.database)
       // The password is base64url: safe inside a literal, and DDL takes no parameters.
       yield* Effect.uninterruptible(
-        admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.password)}'`)} IN ROLE ${
+        admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.login.password)}'`)} IN ROLE ${
           admin(appRole)
         }`
       )
@@ -216,67 +345,135 @@ const make = Effect.gen(function*() {
       yield* Effect.uninterruptible(admin`ALTER DATABASE ${database} ALLOW_CONNECTIONS true`)
     })
 
-  const dropDatabase = (placement: { readonly database: string; readonly role: string }) =>
-    Effect.zipRight(
-      admin`DROP DATABASE IF EXISTS ${admin(placement.database)} WITH (FORCE)`,
-      admin`DROP ROLE IF EXISTS ${admin(placement.role)}`
+  /**
+   * The role, the schema, its privileges and the migrations in one
+   * transaction: all of it or, whatever stops it, none. Tables are created by
+   * the administrator; the tenant role gets their rows through default
+   * privileges, not their ownership.
+   */
+  const createSchema = (placement: TenantPlacement & { readonly schema: string }) => {
+    const role = ident(placement.role)
+    const schema = ident(placement.schema)
+    return inSchema(
+      placement.schema,
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        Effect.zipRight(
+          sql.unsafe([
+            `CREATE ROLE ${role} NOLOGIN NOINHERIT`,
+            `GRANT ${role} TO ${ident(gatewayRole)}`,
+            `CREATE SCHEMA ${schema}`,
+            `GRANT USAGE ON SCHEMA ${schema} TO ${role}`,
+            `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${role}`,
+            `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`
+          ].join("; ")),
+          runMigrations(loader)
+        ))
     )
+  }
 
-  const provision = (id: string, name: string) =>
+  const dropData = (placement: Pick<TenantPlacement, "strategy" | "database" | "schema" | "role">) =>
+    placement.strategy === "database" || placement.schema === null
+      ? Effect.zipRight(
+        admin`DROP DATABASE IF EXISTS ${admin(placement.database)} WITH (FORCE)`,
+        admin`DROP ROLE IF EXISTS ${admin(placement.role)}`
+      )
+      : Effect.flatMap(ensureShared, ({ sql }) =>
+        sql.withTransaction(
+          Effect.zipRight(
+            sql.unsafe(`DROP SCHEMA IF EXISTS ${ident(placement.schema!)} CASCADE`),
+            // DROP OWNED revokes what the role was granted in the shared database, so it can go.
+            sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ${placement.role}`.pipe(
+              Effect.flatMap((rows) =>
+                (rows[0]?.n ?? 0) === 0
+                  ? Effect.void
+                  : sql.unsafe(`DROP OWNED BY ${ident(placement.role)}; DROP ROLE ${ident(placement.role)}`)
+              )
+            )
+          )
+        ))
+
+  const provision = (id: string, name: string, options: ProvisionOptions = {}) =>
     Effect.gen(function*() {
       const tenantId = yield* Schema.decodeUnknown(TenantId)(id).pipe(
+        Effect.filterOrFail((id) => !RESERVED_IDS.has(id), () => "reserved"),
         Effect.mapError(() => new InvalidTenant({ message: `invalid tenant id ${JSON.stringify(id)}` }))
       )
       yield* Schema.decodeUnknown(TenantName)(name).pipe(
         Effect.mapError(() => new InvalidTenant({ message: "a tenant name is 1 to 200 characters" }))
       )
-      const version = yield* ensureTemplate.pipe(
-        // The migrator reports a failed migration as a defect: catch those too.
-        Effect.catchAllCause((cause) =>
+      if (options.server !== undefined && options.server !== DEFAULT_SERVER) {
+        return yield* new InvalidTenant({ message: `no server named ${JSON.stringify(options.server)}` })
+      }
+      const strategy = options.strategy ?? config.defaultStrategy
+      // The migrator reports a failed migration as a defect: catch those too.
+      const prepared = (what: string) =>
+        Effect.catchAllCause((cause: Cause.Cause<unknown>) =>
           Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
-            Effect.logError("preparing the tenant template failed", cause),
-            new ProvisioningFailed({ message: "the tenant database template could not be prepared" })
+            Effect.logError(`preparing the ${what} failed`, cause),
+            new ProvisioningFailed({ message: `the ${what} could not be prepared` })
           )
         )
-      )
-      const placement: TenantPlacement = {
-        tenantId,
-        server,
-        database: databaseName(tenantId),
-        role: databaseName(tenantId),
-        password: Redacted.make(randomBytes(24).toString("base64url"))
-      }
+      const version = yield* (strategy === "database"
+        ? ensureTemplate.pipe(prepared("tenant database template"))
+        : Effect.zipRight(ensureShared, latestVersion(loader)).pipe(prepared("shared tenant database")))
+      const objectName = databaseName(tenantId)
+      const placement: TenantPlacement = strategy === "database"
+        ? {
+          tenantId,
+          server,
+          strategy,
+          database: objectName,
+          schema: null,
+          role: objectName,
+          login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
+        }
+        : {
+          tenantId,
+          server,
+          strategy,
+          database: sharedName,
+          schema: objectName,
+          role: objectName,
+          login: { user: gatewayRole, password: Redacted.make("") }
+        }
+      const create = placement.schema === null
+        ? createDatabase(placement)
+        : Effect.asVoid(createSchema({ ...placement, schema: placement.schema }))
       // Claiming the id first makes concurrent provisioning of one id safe:
       // exactly one insert wins, the others see the row and stop. The claim and
       // the step that completes it are uninterruptible, so an interruption is
       // seen only in between, where the undo below covers it: a claim is never
-      // left behind, nor a tenant made active whose database the undo dropped.
+      // left behind, nor a tenant made active whose data the undo dropped.
       return yield* Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           const claimed = yield* platform`
-            INSERT INTO tenants (id, name, status, db_server, db_name, db_role, db_password, schema_version)
-            VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${placement.database},
-                    ${placement.role}, ${Redacted.value(placement.password)}, ${version})
+            INSERT INTO tenants (id, name, status, db_server, db_strategy, db_name, db_schema, db_role, db_password,
+                                 schema_version)
+            VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${strategy}, ${placement.database},
+                    ${placement.schema}, ${placement.role},
+                    ${strategy === "database" ? Redacted.value(placement.login.password) : null}, ${version})
             ON CONFLICT DO NOTHING
             RETURNING id`.pipe(orDie)
           if (claimed.length === 0) {
             return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
           }
           const rows = yield* Effect.zipRight(
-            restore(createDatabase(placement)),
+            restore(create),
             platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
           ).pipe(
             // Whatever stopped it (an error, a defect, an interruption), undo it all so
             // that nothing is left registered and the same id can be provisioned again.
             Effect.onError((cause) =>
               Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
-                Effect.zipRight(dropDatabase(placement)),
+                Effect.zipRight(dropData(placement)),
                 Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
                 Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
               )
             ),
-            Effect.mapError(() =>
-              new ProvisioningFailed({ message: `the database of tenant ${tenantId} could not be created` })
+            Effect.catchAllCause((cause) =>
+              Cause.isInterruptedOnly(cause)
+                ? Effect.interrupt
+                : new ProvisioningFailed({ message: `the ${strategy} of tenant ${tenantId} could not be created` })
             )
           )
           return toTenant(rows[0]!)
@@ -285,22 +482,31 @@ const make = Effect.gen(function*() {
     })
 
   const placement = (id: string) =>
-    Effect.flatMap(findRow(id), (row): Effect.Effect<TenantPlacement, TenantSuspended | TenantUnavailable> => {
+    Effect.gen(function*() {
+      const row = yield* findRow(id)
       if (row.status === "suspended") {
-        return Effect.fail(new TenantSuspended({ message: `tenant ${id} is suspended` }))
+        return yield* new TenantSuspended({ message: `tenant ${id} is suspended` })
       }
       if (row.migration_state !== "current") {
-        return Effect.fail(
-          new TenantUnavailable({ message: `tenant ${id} is being migrated`, retryAfterSeconds: 5 })
-        )
+        return yield* new TenantUnavailable({ message: `tenant ${id} is being migrated`, retryAfterSeconds: 5 })
       }
-      return Effect.succeed({
+      const base = {
         tenantId: row.id,
         server: row.db_server,
+        strategy: row.db_strategy,
         database: row.db_name,
-        role: row.db_role,
-        password: Redacted.make(row.db_password)
-      })
+        schema: row.db_schema,
+        role: row.db_role
+      }
+      if (row.db_strategy === "database" && row.db_password !== null) {
+        return { ...base, login: { user: row.db_role, password: Redacted.make(row.db_password) } }
+      }
+      const gateway = yield* platform<{ login_role: string; login_password: string }>`
+        SELECT login_role, login_password FROM shared_databases WHERE server = ${row.db_server} AND database = ${row.db_name}`
+        .pipe(orDie)
+      const found = gateway[0]
+      if (found === undefined) return yield* Effect.dieMessage(`the shared database of tenant ${id} is not recorded`)
+      return { ...base, login: { user: found.login_role, password: Redacted.make(found.login_password) } }
     })
 
   /**
@@ -324,23 +530,46 @@ const make = Effect.gen(function*() {
       Effect.withClock(Clock.make())
     )
 
+  /**
+   * A schema tenant's schema is dropped once the caller has drained; DROP
+   * SCHEMA waits for the statements other processes still run in it (their
+   * locks), and their next ones are refused, the tenant being marked deleting.
+   */
   const remove = (id: string, drain: Effect.Effect<void>) =>
     Effect.gen(function*() {
-      const rows = yield* platform<{ db_name: string; db_role: string }>`
+      const rows = yield* platform<Pick<TenantRow, "db_strategy" | "db_name" | "db_schema" | "db_role">>`
         UPDATE tenants SET status = 'deleting', updated_at = now()
         WHERE id = ${id} AND status IN ('active', 'suspended', 'deleting')
-        RETURNING db_name, db_role`.pipe(orDie)
+        RETURNING db_strategy, db_name, db_schema, db_role`.pipe(orDie)
       const row = rows[0]
       if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
       yield* drain
-      yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
-      yield* dropDatabase({ database: row.db_name, role: row.db_role }).pipe(orDie)
+      if (row.db_strategy === "database") {
+        yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
+      }
+      yield* dropData({ strategy: row.db_strategy, database: row.db_name, schema: row.db_schema, role: row.db_role })
+        .pipe(orDie)
       yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
     }).pipe(Effect.uninterruptible)
+
+  const migrate = (
+    target: { readonly strategy: TenantStrategy; readonly database: string; readonly schema: string | null }
+  ) =>
+    target.strategy === "schema" && target.schema !== null
+      ? inSchema(target.schema, runMigrations(loader))
+      : Effect.gen(function*() {
+        const sql = yield* PgClient.make({
+          url: withDatabase(config.adminUrl, target.database),
+          maxConnections: 1,
+          applicationName: "tenant-engine/migrate"
+        })
+        return yield* runMigrations(loader).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      }).pipe(Effect.scoped, Effect.provide(reactivity))
 
   return TenantDatabases.of({
     provision,
     remove,
+    migrate,
     find: (id) => Effect.map(findRow(id), toTenant),
     list: platform<TenantRow>`SELECT * FROM tenants WHERE status IN ('active', 'suspended') ORDER BY id`.pipe(
       orDie,
@@ -360,11 +589,10 @@ const make = Effect.gen(function*() {
   })
 })
 
-/** The URL a tenant's pool connects with. */
+/** The URL a tenant's own pool (database strategy) connects with. */
 export const tenantUrl = (placement: TenantPlacement) =>
   login(placement.server, {
     database: placement.database,
-    user: placement.role,
-    password: Redacted.value(placement.password)
+    user: placement.login.user,
+    password: Redacted.value(placement.login.password)
   })
-

@@ -1,11 +1,9 @@
-import * as Reactivity from "@effect/experimental/Reactivity"
-import { SqlClient } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
 import { Cause, Console, Context, Effect, Layer, Option } from "effect"
-import { withDatabase } from "../db/DatabaseUrl.js"
-import { latestVersion, runMigrations } from "../db/Migrations.js"
+import { latestVersion } from "../db/Migrations.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
+import type { TenantStrategy } from "./Tenant.js"
+import { TenantDatabases } from "./TenantDatabases.js"
 import { TenantMigrations } from "./TenantMigrations.js"
 
 export type MigrationState = "current" | "behind" | "migrating" | "failed"
@@ -67,9 +65,7 @@ export class TenantMigrator extends Context.Tag("tenant-engine/TenantMigrator")<
   /** Migrates one tenant now (when behind or failed). */
   readonly migrateTenant: (id: string) => Effect.Effect<"migrated" | "skipped", FleetMigrationFailed>
 }>() {
-  static readonly layer = Layer.effect(TenantMigrator, Effect.suspend(() => make)).pipe(
-    Layer.provide(Reactivity.layer)
-  )
+  static readonly layer = Layer.effect(TenantMigrator, Effect.suspend(() => make))
 }
 
 /** A claim older than this is taken to be from a runner that died. */
@@ -79,7 +75,7 @@ const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
   const config = yield* TenancyConfig
   const loader = yield* TenantMigrations
-  const reactivity = yield* Effect.context<Reactivity.Reactivity>()
+  const databases = yield* TenantDatabases
 
   const status = Effect.gen(function*() {
     const latest = yield* Effect.orDie(latestVersion(loader))
@@ -106,22 +102,15 @@ const make = Effect.gen(function*() {
   /** Claims, migrates and records one tenant; the outcome is recorded whatever happens. */
   const migrateOne = (id: string, latest: number) =>
     Effect.gen(function*() {
-      const claimed = yield* platform<{ db_name: string }>`
+      const claimed = yield* platform<{ db_strategy: TenantStrategy; db_name: string; db_schema: string | null }>`
         UPDATE tenants SET migration_state = 'migrating', migration_error = NULL, updated_at = now()
         WHERE id = ${id} AND status IN ('active', 'suspended')
           AND (schema_version < ${latest} OR migration_state <> 'current')
           AND (migration_state <> 'migrating' OR updated_at < now() - ${STALE_CLAIM}::interval)
-        RETURNING db_name`.pipe(Effect.orDie)
-      const database = claimed[0]?.db_name
-      if (database === undefined) return "skipped" as const
-      const run = Effect.gen(function*() {
-        const sql = yield* PgClient.make({
-          url: withDatabase(config.adminUrl, database),
-          maxConnections: 1,
-          applicationName: "tenant-engine/migrate"
-        })
-        return yield* runMigrations(loader).pipe(Effect.provideService(SqlClient.SqlClient, sql))
-      }).pipe(Effect.scoped, Effect.provide(reactivity))
+        RETURNING db_strategy, db_name, db_schema`.pipe(Effect.orDie)
+      const target = claimed[0]
+      if (target === undefined) return "skipped" as const
+      const run = databases.migrate({ strategy: target.db_strategy, database: target.db_name, schema: target.db_schema })
       const outcome = yield* Effect.exit(run)
       if (outcome._tag === "Success") {
         yield* platform`UPDATE tenants SET schema_version = ${outcome.value}, migration_state = 'current',
