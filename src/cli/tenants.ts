@@ -1,23 +1,63 @@
 import { Args, Command, Options, Prompt } from "@effect/cli"
-import { Effect } from "effect"
+import { Console, Effect, Option, Schema } from "effect"
+import { ManagedTenant } from "../tenancy/Tenant.js"
 import { TenantAdmin } from "../platform/TenantAdmin.js"
 import { done, printRecord, printRows } from "./output.js"
 
 const id = Args.text({ name: "ID" }).pipe(Args.withDescription("the tenant id"))
 const json = Options.boolean("json").pipe(Options.withDescription("print JSON"))
 
+/** A tenant as one record: its placement flattened for people, nested in JSON as the admin API has it. */
+const printTenant = (tenant: ManagedTenant, json: boolean) =>
+  json
+    ? printRecord(Schema.encodeSync(ManagedTenant)(tenant), true)
+    : printRecord({
+      id: tenant.id,
+      name: tenant.name,
+      status: tenant.status,
+      createdAt: tenant.createdAt,
+      server: tenant.placement.server,
+      strategy: tenant.placement.strategy,
+      database: tenant.placement.database,
+      schema: tenant.placement.schema ?? "-",
+      role: tenant.placement.role
+    }, false)
+
 const create = Command.make(
   "create",
-  { id, name: Options.text("name").pipe(Options.withDescription("the tenant's display name")), json },
-  ({ id, json, name }) =>
-    Effect.flatMap(TenantAdmin, (admin) => admin.create(id, name)).pipe(
-      Effect.flatMap((tenant) => printRecord({ ...tenant }, json))
-    )
-).pipe(Command.withDescription("create a tenant and its database"))
+  {
+    id,
+    name: Options.text("name").pipe(Options.withDescription("the tenant's display name")),
+    strategy: Options.choice("strategy", ["database", "schema"]).pipe(
+      Options.withDescription("a database of its own, or a schema in the server's shared database (default: TENANT_DEFAULT_STRATEGY)"),
+      Options.optional
+    ),
+    server: Options.text("server").pipe(Options.withDescription("the server to place it on"), Options.optional),
+    json
+  },
+  ({ id, json, name, server, strategy }) =>
+    Effect.flatMap(TenantAdmin, (admin) =>
+      admin.create(id, name, {
+        strategy: Option.getOrUndefined(strategy),
+        server: Option.getOrUndefined(server)
+      })).pipe(Effect.flatMap((tenant) => printTenant(tenant, json)))
+).pipe(Command.withDescription("create a tenant with its database or schema"))
+
+const show = Command.make("show", { id, json }, ({ id, json }) =>
+  Effect.flatMap(TenantAdmin, (admin) => admin.find(id)).pipe(
+    Effect.flatMap((tenant) => printTenant(tenant, json))
+  )).pipe(Command.withDescription("show a tenant and where its data lives"))
 
 const list = Command.make("list", { json }, ({ json }) =>
   Effect.flatMap(TenantAdmin, (admin) => admin.list).pipe(
-    Effect.flatMap((tenants) => printRows(tenants.map((t) => ({ ...t })), { json, columns: ["id", "name", "status", "createdAt"] }))
+    Effect.flatMap((tenants) =>
+      json
+        ? Console.log(JSON.stringify(tenants.map((t) => Schema.encodeSync(ManagedTenant)(t)), null, 2))
+        : printRows(
+          tenants.map((t) => ({ ...t, strategy: t.placement.strategy })),
+          { json, columns: ["id", "name", "status", "strategy", "createdAt"] }
+        )
+    )
   )).pipe(Command.withDescription("list tenants"))
 
 const setStatus = (name: "suspend" | "resume", status: "suspended" | "active") =>
@@ -51,6 +91,6 @@ const remove = Command.make(
 ).pipe(Command.withDescription("delete a tenant: suspend, drain, drop its database, accounts, clients and domains"))
 
 export const tenants = Command.make("tenants").pipe(
-  Command.withDescription("create, list, suspend, resume and delete tenants"),
-  Command.withSubcommands([create, list, setStatus("suspend", "suspended"), setStatus("resume", "active"), remove])
+  Command.withDescription("create, show, list, suspend, resume and delete tenants"),
+  Command.withSubcommands([create, show, list, setStatus("suspend", "suspended"), setStatus("resume", "active"), remove])
 )

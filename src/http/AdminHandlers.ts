@@ -6,8 +6,10 @@ import { PlatformApi } from "./Api.js"
 export const AdminHandlers = HttpApiBuilder.group(PlatformApi, "admin", (handlers) =>
   Effect.map(TenantAdmin, (admin) =>
     handlers
-      .handle("createTenant", ({ payload }) => admin.create(payload.id, payload.name))
+      .handle("createTenant", ({ payload }) =>
+        admin.create(payload.id, payload.name, { strategy: payload.strategy, server: payload.server }))
       .handle("listTenants", () => Effect.map(admin.list, (items) => ({ items })))
+      .handle("getTenant", ({ path }) => admin.find(path.id))
       .handle("updateTenant", ({ path, payload }) => admin.setStatus(path.id, payload.status))
       .handle("deleteTenant", ({ path }) => admin.remove(path.id))
       .handle("addClient", ({ path, payload }) => admin.registerClient(path.id, payload.clientId, payload.displayName))

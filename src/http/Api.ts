@@ -24,7 +24,7 @@ import {
   TenantSuspended,
   TenantUnavailable
 } from "../tenancy/TenancyErrors.js"
-import { Tenant, TenantId, TenantStatus } from "../tenancy/Tenant.js"
+import { ManagedTenant, Tenant, TenantId, TenantStatus, TenantStrategy } from "../tenancy/Tenant.js"
 
 /** The platform database does not answer. */
 export class NotReady extends Schema.TaggedError<NotReady>()("NotReady", {
@@ -111,20 +111,28 @@ const clientId = HttpApiSchema.param("clientId", Schema.String)
 export class Admin extends HttpApiGroup.make("admin")
   .add(
     HttpApiEndpoint.post("createTenant", "/v1/admin/tenants")
-      .setPayload(Schema.Struct({ id: Schema.String, name: Schema.String }).annotations(strict))
-      .addSuccess(Tenant, { status: 201 })
+      .setPayload(
+        Schema.Struct({
+          id: Schema.String,
+          name: Schema.String,
+          strategy: Schema.optional(TenantStrategy),
+          server: Schema.optional(Schema.String)
+        }).annotations(strict)
+      )
+      .addSuccess(ManagedTenant, { status: 201 })
       .addError(TenantAlreadyExists)
       .addError(InvalidTenant)
       .addError(ProvisioningFailed)
   )
   .add(
     HttpApiEndpoint.get("listTenants", "/v1/admin/tenants")
-      .addSuccess(Schema.Struct({ items: Schema.Array(Tenant) }))
+      .addSuccess(Schema.Struct({ items: Schema.Array(ManagedTenant) }))
   )
+  .add(HttpApiEndpoint.get("getTenant")`/v1/admin/tenants/${tenantId}`.addSuccess(ManagedTenant))
   .add(
     HttpApiEndpoint.patch("updateTenant")`/v1/admin/tenants/${tenantId}`
       .setPayload(Schema.Struct({ status: TenantStatus }).annotations(strict))
-      .addSuccess(Tenant)
+      .addSuccess(ManagedTenant)
   )
   .add(
     HttpApiEndpoint.del("deleteTenant")`/v1/admin/tenants/${tenantId}`

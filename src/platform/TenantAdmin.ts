@@ -14,13 +14,14 @@ import type { TenantStatus } from "../tenancy/Tenant.js"
 export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<TenantAdmin, {
   readonly create: TenantDatabases["Type"]["provision"]
   readonly list: TenantDatabases["Type"]["list"]
+  readonly find: TenantDatabases["Type"]["find"]
   readonly setStatus: (id: string, status: TenantStatus) => ReturnType<TenantDatabases["Type"]["setStatus"]>
   readonly registerClient: AccountDirectory["Type"]["registerClient"]
   readonly listClients: AccountDirectory["Type"]["listClients"]
   readonly disableClient: AccountDirectory["Type"]["disableClient"]
   readonly addDomain: AccountDirectory["Type"]["addDomain"]
   readonly listDomains: AccountDirectory["Type"]["listDomains"]
-  /** Suspends, drains in-flight requests (up to 10 s), drops the database, accounts, clients and domains. */
+  /** Suspends, drains in-flight requests (up to 10 s), drops the database or schema, accounts, clients and domains. */
   readonly remove: (id: string) => Effect.Effect<void, TenantNotFound>
 }>() {
   static readonly layer = Layer.effect(
@@ -32,6 +33,7 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
       return TenantAdmin.of({
         create: databases.provision,
         list: databases.list,
+        find: databases.find,
         setStatus: (id, status) =>
           databases.setStatus(id, status).pipe(
             Effect.tap(() => directory.invalidateTenant(id)),
