@@ -25,7 +25,9 @@ export interface SchemaTenant {
  *
  * - a statement outside a transaction is its own unit: the settings and the
  *   statement go in one pipeline (extended protocol, one Sync, so one
- *   implicit transaction and one round trip);
+ *   implicit transaction and one round trip); the settings are made by
+ *   `set_config(..., true)`, which only the gateway may call (SET LOCAL
+ *   would warn there, in every response and in the server's log);
  * - `sql.withTransaction` pins a connection and starts with
  *   `BEGIN; SET LOCAL ...` (one round trip, simple protocol).
  *
@@ -39,13 +41,15 @@ export const makeSchemaClient = (
   pool: Pg.Pool,
   tenant: SchemaTenant
 ): Effect.Effect<SqlClient.SqlClient, never, Reactivity.Reactivity> => {
-  const settings = [
+  // A transaction takes the tenant at BEGIN; a statement outside one, in the
+  // same pipeline (see UnitOfWork). Both end with their transaction.
+  const begin = [
+    "BEGIN",
     `SET LOCAL search_path TO ${Pg.escapeIdentifier(tenant.schema)}`,
     `SET LOCAL ROLE ${Pg.escapeIdentifier(tenant.role)}`
-  ]
-
-  const begin = ["BEGIN", ...settings].join("; ")
-  const unit = new SchemaConnection(pool, undefined, settings, begin)
+  ].join("; ")
+  const enter: Setting = { text: ENTER, values: [Pg.escapeIdentifier(tenant.schema), tenant.role] }
+  const unit = new SchemaConnection(pool, undefined, enter, begin)
   const pinned = Effect.flatMap(
     Effect.acquireRelease(
       Effect.async<Pg.PoolClient, SqlError>((resume) => {
@@ -60,7 +64,7 @@ export const makeSchemaClient = (
       // A transaction cut off mid-statement may still be open on it: destroy rather than reuse.
       (client, exit) => Effect.sync(() => client.release(exit._tag === "Failure" ? true : undefined))
     ),
-    (client) => Effect.succeed(new SchemaConnection(pool, client, settings, begin))
+    (client) => Effect.succeed(new SchemaConnection(pool, client, enter, begin))
   )
 
   return SqlClient.make({
@@ -98,42 +102,53 @@ const refused = (text: string) =>
 const lastResult = (result: unknown): Pg.QueryResult =>
   Array.isArray(result) ? result[result.length - 1] : (result as Pg.QueryResult)
 
+/**
+ * Takes the tenant for the rest of the transaction: its schema as the search
+ * path and its role. Both set_config calls are evaluated (the concatenation
+ * needs both), and no row comes back. Permissions are checked as the
+ * statement starts, while the session is still the gateway.
+ */
+const ENTER = "SELECT WHERE (set_config('search_path', $1, true) || set_config('role', $2, true)) IS NULL"
+
+interface Setting {
+  readonly text: string
+  readonly values: ReadonlyArray<string>
+}
+
 /** pg's own method that writes a query's extended-protocol messages; its typings omit it. */
 const writeQuery: (this: Pg.Query, connection: unknown) => void = Reflect.get(Pg.Query.prototype, "prepare")
 
 interface ProtocolWriter {
   readonly parse: (message: { readonly text: string }) => void
-  readonly bind: (message: object) => void
+  readonly bind: (message: { readonly values: ReadonlyArray<string> }) => void
   readonly execute: (message: { readonly portal: string }) => void
 }
 
 /**
- * One statement as a unit of work: the settings go first in the same pipeline
- * (Parse/Bind/Execute each, no Sync between), so they hold for exactly this
- * statement. pg reports each command's result; the statement's is the last.
+ * One statement as a unit of work: the setting goes first in the same
+ * pipeline (Parse/Bind/Execute, no Sync between), so it holds for exactly
+ * this statement. pg reports each command's result; the statement's is the last.
  */
 class UnitOfWork extends Pg.Query {
-  readonly settings: ReadonlyArray<string>
+  readonly setting: Setting
   constructor(
-    settings: ReadonlyArray<string>,
+    setting: Setting,
     config: { readonly text: string; readonly values: ReadonlyArray<unknown>; readonly rowMode?: "array" },
     callback: (error: Error | undefined, result: unknown) => void
   ) {
     // `queryMode: "extended"`: pg would send a statement without parameters by the
-    // simple protocol, which cannot be pipelined behind the settings.
+    // simple protocol, which cannot be pipelined behind the setting.
     const options: Pg.QueryConfig = Object.assign({ text: config.text, values: [...config.values] }, {
       queryMode: "extended",
       ...(config.rowMode ? { rowMode: config.rowMode } : {})
     })
     super(options, callback)
-    this.settings = settings
+    this.setting = setting
   }
   prepare(connection: ProtocolWriter) {
-    for (const text of this.settings) {
-      connection.parse({ text })
-      connection.bind({})
-      connection.execute({ portal: "" })
-    }
+    connection.parse({ text: this.setting.text })
+    connection.bind({ values: this.setting.values })
+    connection.execute({ portal: "" })
     writeQuery.call(this, connection)
   }
 }
@@ -147,7 +162,7 @@ class SchemaConnection implements Connection {
     private readonly pool: Pg.Pool,
     /** Set inside a transaction: its statements run there, with the settings BEGIN took. */
     private readonly pinned: Pg.PoolClient | undefined,
-    private readonly settings: ReadonlyArray<string>,
+    private readonly enter: Setting,
     /** This tenant's own BEGIN: the one text that may take its role. */
     private readonly begin: string
   ) {}
@@ -163,7 +178,7 @@ class SchemaConnection implements Connection {
     if (denied) return Effect.fail(denied)
     const pinned = this.pinned
     const pool = this.pool
-    const settings = this.settings
+    const enter = this.enter
     return Effect.async<Pg.QueryResult, SqlError>((resume) => {
       let client: Pg.PoolClient | undefined = pinned
       let interrupted = false
@@ -182,7 +197,7 @@ class SchemaConnection implements Connection {
         if (pinned) {
           target.query(Object.assign({ text, values: [...values] }, rowMode ? { rowMode } : {}), callback)
         } else {
-          target.query(new UnitOfWork(settings, config, callback))
+          target.query(new UnitOfWork(enter, config, callback))
         }
       }
       if (pinned) {

@@ -283,7 +283,9 @@ const make = Effect.gen(function*() {
         yield* sql.unsafe([
           "REVOKE ALL ON SCHEMA public FROM PUBLIC",
           "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
-          "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC"
+          "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC",
+          // The gateway takes a tenant's settings with it; tenant roles do not inherit it.
+          `GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO ${ident(gatewayRole)}`
         ].join("; "))
       }))
       yield* platform`INSERT INTO shared_databases (server, database, login_role, login_password)
