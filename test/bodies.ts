@@ -2,14 +2,15 @@ import { Schema } from "effect"
 import { ServiceClient, TenantDomain } from "../src/auth/ServiceClient.js"
 import { MeResponse } from "../src/http/Api.js"
 import { Note, NotePage } from "../src/notes/Note.js"
-import { Tenant } from "../src/tenancy/Tenant.js"
+import { ManagedTenant } from "../src/tenancy/Tenant.js"
 
 /**
  * The contract's response bodies as they travel (JSON: timestamps as text),
  * for reading a reply's parsed body typed. Reading a body as one of these
  * checks it has that shape, so a test reads fields it knows are there.
  */
-const tenant = Schema.encodedSchema(Tenant)
+/** A tenant as the admin routes show it (with its placement). */
+const tenant = Schema.encodedSchema(ManagedTenant)
 const client = Schema.encodedSchema(ServiceClient)
 const domain = Schema.encodedSchema(TenantDomain)
 export const Bodies = {

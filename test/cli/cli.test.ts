@@ -120,7 +120,9 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
         ["tenants", "delete", "stuck", "--yes"]
       )
       // tenants create ID --name NAME
-      expect(succeeded(created)).toMatch(/^id: acme\nname: Acme Corp\nstatus: active\ncreatedAt: \d{4}-\d\d-\d\dT[\d:.]+Z\n$/)
+      expect(succeeded(created)).toMatch(
+        /^id: acme\nname: Acme Corp\nstatus: active\ncreatedAt: \d{4}-\d\d-\d\dT[\d:.]+Z\nserver: default\nstrategy: database\ndatabase: \w+_acme\nschema: -\nrole: \w+_acme\n$/
+      )
       expect(created.stderr).toBe("")
       expect(yield* databaseExists(databases.databaseName("acme"))).toBe(true)
       // An invalid id, a missing --name: one line on stderr, non-zero, nothing made.
@@ -162,8 +164,8 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
       // tenants list --json
       const tenants = JSON.parse(succeeded(listed)) as Array<{ id: string }>
       expect(tenants.filter((t) => mine.includes(t.id))).toEqual([
-        { id: "acme", name: "Acme Corp", status: "active", createdAt: expect.any(String) },
-        { id: "keep", name: "Tenant keep", status: "active", createdAt: expect.any(String) }
+        { id: "acme", name: "Acme Corp", status: "active", createdAt: expect.any(String), placement: expect.objectContaining({ strategy: "database" }) },
+        { id: "keep", name: "Tenant keep", status: "active", createdAt: expect.any(String), placement: expect.objectContaining({ strategy: "database" }) }
       ])
       expect(yield* rowsOf(mine)).toEqual([
         { id: "acme", name: "Acme Corp", status: "active" },
@@ -335,7 +337,8 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
         const line of [
           "serve",
           "migrate [--concurrency integer] [--status] [--json]",
-          "tenants create --name text [--json] <ID>",
+          "tenants create --name text [--strategy database | schema] [--server text] [--json] <ID>",
+          "tenants show [--json] <ID>",
           "tenants list [--json]",
           "tenants suspend <ID>",
           "tenants resume <ID>",

@@ -81,8 +81,16 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
     Effect.gen(function*() {
       const cases: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<string>]> = [
         [["migrate"], ["--concurrency integer", "--status", "--json"]],
-        [["tenants"], ["create --name text [--json] <ID>", "list [--json]", "suspend <ID>", "resume <ID>", "delete [--yes] <ID>"]],
-        [["tenants", "create"], ["--name text", "--json", "<ID>"]],
+        [["tenants"], [
+          "create --name text [--strategy database | schema] [--server text] [--json] <ID>",
+          "show [--json] <ID>",
+          "list [--json]",
+          "suspend <ID>",
+          "resume <ID>",
+          "delete [--yes] <ID>"
+        ]],
+        [["tenants", "create"], ["--name text", "--strategy database | schema", "--server text", "--json", "<ID>"]],
+        [["tenants", "show"], ["--json", "<ID>"]],
         [["tenants", "list"], ["--json"]],
         [["tenants", "suspend"], ["<ID>"]],
         [["tenants", "resume"], ["<ID>"]],
@@ -105,21 +113,53 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
         for (const mention of mentions) expect(help, `${command.join(" ")} --help`).toContain(mention)
       }
       // A bare group prints its help too and does nothing else.
-      expect(ok(yield* run(["tenants"]))).toContain("create --name text [--json] <ID>")
+      expect(ok(yield* run(["tenants"]))).toContain("create --name text [--strategy database | schema]")
     }))
 
   it.effect("tenants: create --json, list as a table, and refusals that change nothing", () =>
     Effect.gen(function*() {
       const created = JSON.parse(ok(yield* run(["tenants", "create", "t-one", "--name", "Tenant One", "--json"])))
-      expect(created).toEqual({ id: "t-one", name: "Tenant One", status: "active", createdAt: expect.any(String) })
-      ok(yield* run(["tenants", "create", "t-two", "--name", "Tenant Two"]))
+      expect(created).toEqual({
+        id: "t-one",
+        name: "Tenant One",
+        status: "active",
+        createdAt: expect.any(String),
+        placement: {
+          server: "default",
+          strategy: "database",
+          database: expect.stringMatching(/_t_one$/),
+          schema: null,
+          role: expect.stringMatching(/_t_one$/)
+        }
+      })
+      ok(yield* run(["tenants", "create", "t-two", "--name", "Tenant Two", "--strategy", "schema"]))
+      // tenants show: the admin view, as JSON (as the admin API has it) or as lines.
+      const shown = JSON.parse(ok(yield* run(["tenants", "show", "t-two", "--json"])))
+      expect(shown.placement).toEqual({
+        server: "default",
+        strategy: "schema",
+        database: expect.stringMatching(/__shared$/),
+        schema: expect.stringMatching(/_t_two$/),
+        role: expect.stringMatching(/_t_two$/)
+      })
+      const lines = ok(yield* run(["tenants", "show", "t-one"])).split("\n")
+      expect(lines.map((line) => line.split(": ")[0])).toEqual([
+        "id", "name", "status", "createdAt", "server", "strategy", "database", "schema", "role"
+      ])
+      expect(lines).toContain("strategy: database")
+      expect(lines).toContain("schema: -")
+      expect(failure(yield* run(["tenants", "show", "nobody"]))).toBe("error: no tenant nobody")
+      expect(failure(yield* run(["tenants", "create", "t-four", "--name", "Four", "--strategy", "rows"])))
+        .toContain("Expected one of the following cases: database, schema")
+      expect(failure(yield* run(["tenants", "create", "t-four", "--name", "Four", "--server", "elsewhere"])))
+        .toBe(`error: no server named "elsewhere"`)
       ok(yield* run(["tenants", "suspend", "t-two"]))
 
       const table = ok(yield* run(["tenants", "list"])).split("\n")
-      expect(table[0]).toMatch(/^id\s+name\s+status\s+createdAt$/)
-      expect(table.slice(1).map((line) => line.split(/\s{2,}/).slice(0, 3))).toEqual([
-        ["t-one", "Tenant One", "active"],
-        ["t-two", "Tenant Two", "suspended"]
+      expect(table[0]).toMatch(/^id\s+name\s+status\s+strategy\s+createdAt$/)
+      expect(table.slice(1).map((line) => line.split(/\s{2,}/).slice(0, 4))).toEqual([
+        ["t-one", "Tenant One", "active", "database"],
+        ["t-two", "Tenant Two", "suspended", "schema"]
       ])
 
       // A duplicate keeps the first; an unknown tenant cannot be suspended, resumed or deleted.

@@ -280,7 +280,14 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
         id: "globex",
         name: "Globex",
         status: "active",
-        createdAt: expect.stringMatching(RFC3339)
+        createdAt: expect.stringMatching(RFC3339),
+        placement: {
+          server: "default",
+          strategy: "database",
+          database: expect.stringMatching(/_globex$/),
+          schema: null,
+          role: expect.stringMatching(/_globex$/)
+        }
       })
       expectError(yield* post("/v1/admin/tenants", admin, { id: "globex", name: "Again" }), 409, "tenant_exists")
       for (const id of ["Globex", "g", "-globex", "1globex", "glo_bex", "glo bex", "a".repeat(64), ""]) {
@@ -306,6 +313,46 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       for (const bad of ["Globex", "g", "extra", "noname"]) expect(ids).not.toContain(bad)
     }))
 
+  it.effect("admin: placement: a schema or database tenant on the default server, shown by GET /v1/admin/tenants/{id}", () =>
+    Effect.gen(function*() {
+      const admin = yield* adminToken
+      const dense = yield* post("/v1/admin/tenants", admin, { id: "dense", name: "Dense", strategy: "schema" })
+      expect(dense.status, dense.text).toBe(201)
+      const { placement } = bodyOf(dense, Bodies.tenant)
+      expect(placement).toEqual({
+        server: "default",
+        strategy: "schema",
+        database: expect.stringMatching(/__shared$/),
+        schema: expect.stringMatching(/_dense$/),
+        role: placement.schema
+      })
+      const own = yield* post("/v1/admin/tenants", admin, { id: "roomy", name: "Roomy", strategy: "database", server: "default" })
+      expect(own.status, own.text).toBe(201)
+      expect(bodyOf(own, Bodies.tenant).placement).toMatchObject({ strategy: "database", schema: null })
+      // Both serve notes at once, each its own.
+      const inDense = yield* createNote(yield* userToken("dana", "dense"), "in dense")
+      const inRoomy = yield* createNote(yield* userToken("rory", "roomy"), "in roomy")
+      expectError(yield* get(`/v1/notes/${inRoomy.id}`, yield* userToken("dana", "dense")), 404, "not_found")
+      expectError(yield* get(`/v1/notes/${inDense.id}`, yield* userToken("rory", "roomy")), 404, "not_found")
+
+      const shown = yield* get("/v1/admin/tenants/dense", admin)
+      expect(shown.status, shown.text).toBe(200)
+      expect(shown.body).toEqual(dense.body)
+      // Names only: never a URL, a password or a login.
+      for (const reply of [dense, own, shown, yield* get("/v1/admin/tenants", admin)]) {
+        expect(reply.text).not.toMatch(/postgres(ql)?:\/\/|password|gateway/i)
+      }
+      expectError(yield* get("/v1/admin/tenants/nosuch", admin), 404, "not_found")
+      expectError(yield* get("/v1/admin/tenants/Not_An_Id", admin), 400, "bad_request")
+      expectError(yield* post("/v1/admin/tenants", admin, { id: "elsewhere", name: "E", server: "nosuch" }), 400, "bad_request")
+      expectError(yield* post("/v1/admin/tenants", admin, { id: "oddly", name: "O", strategy: "rows" }), 400, "bad_request")
+      for (const bad of ["elsewhere", "oddly"]) expectError(yield* get(`/v1/admin/tenants/${bad}`, admin), 404, "not_found")
+      // A tenant never sees where it lives.
+      const me = yield* get("/v1/me", yield* userToken("dana", "dense"))
+      expect(me.text).not.toContain("placement")
+      expect(me.text).not.toContain("shared")
+    }))
+
   it.effect("admin: suspending a tenant refuses its next request with 403 tenant_suspended; resuming lets it in", () =>
     Effect.gen(function*() {
       yield* makeTenant("initech", "Initech")
@@ -318,7 +365,8 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
         id: "initech",
         name: "Initech",
         status: "suspended",
-        createdAt: expect.stringMatching(RFC3339)
+        createdAt: expect.stringMatching(RFC3339),
+        placement: expect.objectContaining({ strategy: "database" })
       })
       expectError(yield* get("/v1/me", user), 403, "tenant_suspended")
       expectError(yield* get("/v1/notes", user), 403, "tenant_suspended")

@@ -5,6 +5,7 @@ import { NoteRepo } from "../../src/notes/NoteRepo.js"
 import { NoteService } from "../../src/notes/NoteService.js"
 import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import { SharedPools } from "../../src/tenancy/SharedPools.js"
 import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { TestTenancy, TestUser } from "../../src/testing/index.js"
 import { adminUrl, tenantConnections } from "./support.js"
@@ -21,6 +22,8 @@ const session = (tenantId: string) =>
       const tenant = yield* databases.provision(tenantId, "Direct")
       const placement = yield* databases.placement(tenant.id)
       return TenantSession.layer(placement, { maxConnections: 2, acquireTimeout: "5 seconds" }).pipe(
+        // What a schema tenant's session runs on; a database tenant's opens a pool of its own.
+        Layer.provide(SharedPools.layer({ connections: 2, acquireTimeout: "5 seconds" })),
         Layer.merge(TestUser(tenant))
       )
     }).pipe(Effect.orDie)
@@ -57,7 +60,7 @@ layer(TestTenancy({ adminUrl }), { excludeTestServices: true, timeout: 120_000 }
     it.effect("no tenant context cache was involved", () =>
       Effect.gen(function*() {
         const stats = yield* Effect.flatMap(TenantContexts, (c) => c.stats)
-        expect(stats).toEqual({ open: 0, references: 0, opened: 0, closed: 0 })
+        expect(stats).toEqual({ open: 0, schemaOpen: 0, connections: 0, references: 0, opened: 0, closed: 0 })
       }))
   })
 

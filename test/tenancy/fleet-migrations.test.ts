@@ -118,7 +118,11 @@ const summaryOf = (run: { readonly exit: Exit.Exit<FleetMigration, unknown>; rea
 }
 
 /** A second, independent migrator: its own platform pool, as another process would have. */
-const SecondMigrator = TenantMigrator.layer.pipe(Layer.provide(PlatformDb.layer), Layer.provide(Migrations))
+const SecondMigrator = TenantMigrator.layer.pipe(
+  Layer.provide(TenantDatabases.layer),
+  Layer.provide(PlatformDb.layer),
+  Layer.provide(Migrations)
+)
 
 // The account directories check their listening connection every second (not 10): a test that
 // cuts the platform's connections waits for them to notice.
@@ -569,7 +573,9 @@ layer(
           // Printed, not asserted: it depends on the machine.
           console.log(`fleet status of ${status.tenants.length} tenants: ${millis.toFixed(1)} ms, ${counter.statements} statement(s)`)
           return status
-        })).pipe(Effect.provide(TenantMigrator.layer.pipe(Layer.provide(countingPlatform(counter)))))
+        })).pipe(Effect.provide(TenantMigrator.layer.pipe(
+          Layer.provide(Layer.merge(countingPlatform(counter), TenantDatabases.layer))
+        )))
 
       expect(counter.statements).toBe(1)
       expect(report.latest).toBe(2)

@@ -113,7 +113,7 @@ layer(TestTenancy({ adminUrl }), { excludeTestServices: true, timeout: 120_000 }
       expect(yield* snapshot).toEqual(before)
       expect(yield* databases.find("dup")).toEqual(tenant)
       const after = yield* databases.placement("dup")
-      expect(Redacted.value(after.password)).toBe(Redacted.value(placement.password))
+      expect(Redacted.value(after.login.password)).toBe(Redacted.value(placement.login.password))
       const still = yield* Effect.flatMap(NoteService, (s) => s.get(note.id)).pipe(withTenant("dup"))
       expect(still).toEqual(note)
     }))
