@@ -71,13 +71,16 @@ export const makeSchemaClient = (
     acquirer: Effect.succeed(unit),
     transactionAcquirer: pinned,
     beginTransaction: begin,
-    compiler: PgClient.makeCompiler(),
+    compiler,
     spanAttributes: [
       ["db.system.name", "postgresql"],
       ["db.namespace", `${tenant.database}.${tenant.schema}`]
     ]
   })
 }
+
+/** Compiling holds no state: one compiler serves every schema tenant's client. */
+const compiler = PgClient.makeCompiler()
 
 /** Statements that would take another role: `SET [SESSION | LOCAL] ROLE`, `SET SESSION AUTHORIZATION`. */
 const ROLE_CHANGE = /^(SET|RESET)\s+((SESSION|LOCAL)\s+)?(ROLE|SESSION\s+AUTHORIZATION)\b/i

@@ -485,30 +485,34 @@ const make = Effect.gen(function*() {
 
   const placement = (id: string) =>
     Effect.gen(function*() {
-      const row = yield* findRow(id)
+      // With the gateway's login of a schema tenant's shared database: one round trip.
+      const rows = yield* platform<TenantRow & { login_role: string | null; login_password: string | null }>`
+        SELECT t.*, s.login_role, s.login_password FROM tenants t
+        LEFT JOIN shared_databases s ON t.db_strategy = 'schema' AND s.server = t.db_server AND s.database = t.db_name
+        WHERE t.id = ${id} AND t.status IN ('active', 'suspended')`.pipe(orDie)
+      const row = rows[0]
+      if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
       if (row.status === "suspended") {
         return yield* new TenantSuspended({ message: `tenant ${id} is suspended` })
       }
       if (row.migration_state !== "current") {
         return yield* new TenantUnavailable({ message: `tenant ${id} is being migrated`, retryAfterSeconds: 5 })
       }
-      const base = {
+      const user = row.db_strategy === "database" ? row.db_role : row.login_role
+      const password = row.db_strategy === "database" ? row.db_password : row.login_password
+      if (user === null || password === null) {
+        return yield* Effect.dieMessage(`the login of tenant ${id} is not recorded`)
+      }
+      const placement: TenantPlacement = {
         tenantId: row.id,
         server: row.db_server,
         strategy: row.db_strategy,
         database: row.db_name,
         schema: row.db_schema,
-        role: row.db_role
+        role: row.db_role,
+        login: { user, password: Redacted.make(password) }
       }
-      if (row.db_strategy === "database" && row.db_password !== null) {
-        return { ...base, login: { user: row.db_role, password: Redacted.make(row.db_password) } }
-      }
-      const gateway = yield* platform<{ login_role: string; login_password: string }>`
-        SELECT login_role, login_password FROM shared_databases WHERE server = ${row.db_server} AND database = ${row.db_name}`
-        .pipe(orDie)
-      const found = gateway[0]
-      if (found === undefined) return yield* Effect.dieMessage(`the shared database of tenant ${id} is not recorded`)
-      return { ...base, login: { user: found.login_role, password: Redacted.make(found.login_password) } }
+      return placement
     })
 
   /**
