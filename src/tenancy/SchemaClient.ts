@@ -102,8 +102,10 @@ const refused = (text: string) =>
     ? new SqlError({ message: "a tenant's statement may not change the role", cause: new Error(text.slice(0, 200)) })
     : undefined
 
-const lastResult = (result: unknown): Pg.QueryResult =>
-  Array.isArray(result) ? result[result.length - 1] : (result as Pg.QueryResult)
+/** pg gives several results for a pipeline or a multi-statement text: the statement's is the last. */
+type Results = Pg.QueryResult | ReadonlyArray<Pg.QueryResult>
+
+const lastResult = (result: Results): Pg.QueryResult => "rows" in result ? result : result[result.length - 1]!
 
 /**
  * Takes the tenant for the rest of the transaction: its schema as the search
@@ -137,7 +139,7 @@ class UnitOfWork extends Pg.Query {
   constructor(
     setting: Setting,
     config: { readonly text: string; readonly values: ReadonlyArray<unknown>; readonly rowMode?: "array" },
-    callback: (error: Error | undefined, result: unknown) => void
+    callback: (error: Error | undefined, result: Results) => void
   ) {
     // `queryMode: "extended"`: pg would send a statement without parameters by the
     // simple protocol, which cannot be pipelined behind the setting.
@@ -188,7 +190,7 @@ class SchemaConnection implements Connection {
       let ended: (() => void) | undefined
       const submit = (target: Pg.PoolClient, release: (error?: Error) => void) => {
         const config = { text, values, ...(rowMode ? { rowMode } : {}) }
-        const callback = (error: Error | undefined, result: unknown) => {
+        const callback = (error: Error | undefined, result: Results) => {
           release(brokenBy(error))
           if (interrupted) return ended?.()
           resume(
@@ -255,7 +257,7 @@ class SchemaConnection implements Connection {
       if (denied) return Effect.fail(denied)
       const pinned = this.pinned
       const rows = Effect.async<ReadonlyArray<object>, SqlError>((resume) => {
-        pinned.query(sql, (error: Error | undefined, result: unknown) => {
+        pinned.query(sql, (error: Error | undefined, result: Results) => {
           resume(
             error
               ? Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" }))
