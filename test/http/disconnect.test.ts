@@ -3,7 +3,8 @@ import { Duration, Effect } from "effect"
 import * as Http from "node:http"
 import { Traffic } from "../../src/http/Traffic.js"
 import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
-import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import type { TenantStrategy } from "../../src/tenancy/Tenant.js"
+import { STRATEGIES, tenantData } from "../strategies.js"
 import {
   adminQuery,
   allNotes,
@@ -26,6 +27,10 @@ import {
  * waits inside PostgreSQL (or for a pool connection) until the lock goes.
  * The clients hang up while the lock is still held, so a query that was not
  * cancelled would still be there, active, when the test looks.
+ *
+ * On both strategies: a database tenant's queries run on its own pool in its
+ * own database; a schema tenant's on the shared pool in the shared database
+ * (both pools of POOL_MAX connections, so the same numbers hold).
  */
 
 const POOL_MAX = 4
@@ -52,7 +57,7 @@ const startRequest = (base: string, method: string, path: string, token: string,
     return { hangUp: () => request.destroy(), answered: () => answered }
   })
 
-/** Backends of the tenant's own pool (not the locker) in a state. */
+/** Backends on the tenant's database (not the locker) in a state: its pool's, or the shared pool's. */
 const tenantBackends = (database: string, lockerPid: number, condition: string) =>
   Effect.map(
     adminQuery<{ n: number }>(
@@ -70,19 +75,24 @@ interface Observed {
   readonly titles: ReadonlyArray<string>
 }
 
-const hangUpWhileHeld = (tenant: string, concurrent: number, cancelWithin: Duration.DurationInput) =>
+const hangUpWhileHeld = (
+  strategy: TenantStrategy,
+  tenant: string,
+  concurrent: number,
+  cancelWithin: Duration.DurationInput
+) =>
   Effect.gen(function*() {
     yield* makeTenant(tenant)
     const token = yield* userToken(`user-of-${tenant}`, tenant)
     yield* createNote(token, "before")
-    const database = (yield* TenantDatabases).databaseName(tenant)
+    const { database, notes } = yield* tenantData(tenant, strategy)
     const contexts = yield* TenantContexts
     const traffic = yield* Traffic
     const base = yield* serverUrl
 
     const locker = yield* pgClient(database, "http-test/locker")
     const lockerPid: number = (yield* Effect.promise(() => locker.query("SELECT pg_backend_pid() AS pid"))).rows[0].pid
-    yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE"))
+    yield* Effect.promise(() => locker.query(`BEGIN; LOCK TABLE ${notes} IN ACCESS EXCLUSIVE MODE`))
 
     const requests = []
     for (let i = 0; i < concurrent; i++) {
@@ -144,13 +154,18 @@ const expectCancelled = (observed: Observed | undefined) => {
   expect(observed!.titles, "notes written by hung-up requests").toEqual(["before"])
 }
 
-layer(platform({ maxConnectionsPerTenant: POOL_MAX }), { excludeTestServices: true })("client disconnects", (it) => {
-  it.effect("clients that hang up while their queries wait release their references, and the queries are cancelled", () =>
-    Effect.map(hangUpWhileHeld("hangup-few", POOL_MAX - 1, "10 seconds"), expectCancelled))
+for (const strategy of STRATEGIES) {
+  layer(
+    platform({ defaultStrategy: strategy, maxConnectionsPerTenant: POOL_MAX, sharedPoolConnections: POOL_MAX }),
+    { excludeTestServices: true }
+  )(`client disconnects (${strategy} tenants)`, (it) => {
+    it.effect("clients that hang up while their queries wait release their references, and the queries are cancelled", () =>
+      Effect.map(hangUpWhileHeld(strategy, "hangup-few", POOL_MAX - 1, "10 seconds"), expectCancelled))
 
-  // More clients than connections: the cancels must not need a pool connection
-  // (TenantSession sends PostgreSQL's out-of-band CancelRequest), or the
-  // abandoned queries would run on holding every connection.
-  it.effect("more clients than pool connections hang up: every request ends, gives its reference back, and is cancelled", () =>
-    Effect.map(hangUpWhileHeld("hangup-many", 3 * POOL_MAX, "2 seconds"), expectCancelled))
-})
+    // More clients than connections: the cancels must not need a pool connection
+    // (PostgreSQL's out-of-band CancelRequest), or the abandoned queries would
+    // run on holding every connection.
+    it.effect("more clients than pool connections hang up: every request ends, gives its reference back, and is cancelled", () =>
+      Effect.map(hangUpWhileHeld(strategy, "hangup-many", 3 * POOL_MAX, "2 seconds"), expectCancelled))
+  })
+}

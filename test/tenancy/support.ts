@@ -47,11 +47,17 @@ export const rolesWithPrefix = (prefix: string) =>
     (rows) => rows.map((r) => r.rolname)
   )
 
-/** Client backends on tenant databases (the template excluded), optionally only in some states. */
+/**
+ * Client backends on tenant databases and the shared database (the template
+ * excluded), optionally only in some states. TenantDatabases' own
+ * administrative pool on the shared database (provisioning, migrations) is
+ * not a tenant connection and not part of the budget: left out.
+ */
 const connectionsQuery = `
   SELECT count(*)::int AS n FROM pg_stat_activity
   WHERE backend_type = 'client backend'
     AND starts_with(datname, $1) AND datname <> $1 || 'template'
+    AND application_name <> 'tenant-engine/provisioning'
     AND ($2::text[] IS NULL OR state = ANY($2::text[]))`
 
 export const tenantConnections = (prefix: string, states?: ReadonlyArray<string>) =>
