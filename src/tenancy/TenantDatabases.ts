@@ -293,7 +293,7 @@ const make = Effect.gen(function*() {
     }
     const sql = yield* PgClient.make({
       url: withDatabase(config.adminUrl, sharedName),
-      maxConnections: 4,
+      maxConnections: 2,
       applicationName: "tenant-engine/provisioning"
     }).pipe(Scope.extend(layerScope))
     return { sql }
