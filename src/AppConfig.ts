@@ -65,11 +65,10 @@ const postgresUrl = (name: string) =>
     })
   )
 
-const positiveInt = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: `${name}: must be a positive integer`, validation: (n) => n > 0 })
-  )
+const positive = (name: string) =>
+  Config.integer(name).pipe(Config.validate({ message: `${name}: must be a positive integer`, validation: (n) => n > 0 }))
+
+const positiveInt = (name: string, fallback: number) => Config.withDefault(positive(name), fallback)
 
 export const settingsConfig: Config.Config<Settings> = Config.all({
   databaseUrl: postgresUrl("DATABASE_URL"),
@@ -100,7 +99,7 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   platformPoolMax: positiveInt("PLATFORM_POOL_MAX", 10),
   tenantPoolMax: positiveInt("TENANT_POOL_MAX", 4),
   tenantConnectionBudget: positiveInt("TENANT_CONNECTION_BUDGET", 80),
-  tenantSharedPoolMax: Config.option(positiveInt("TENANT_SHARED_POOL_MAX", 1)),
+  tenantSharedPoolMax: Config.option(positive("TENANT_SHARED_POOL_MAX")),
   tenantContextMax: positiveInt("TENANT_CONTEXT_MAX", 10_000),
   tenantDefaultStrategy: Config.withDefault(
     Config.literal("database", "schema")("TENANT_DEFAULT_STRATEGY"),
