@@ -2,7 +2,7 @@ import { Bodies, bodyOf, errorOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import * as Migrator from "@effect/sql/Migrator"
-import { Cause, Duration, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option, Scope } from "effect"
 import notesMigration from "../../migrations/tenant/0001_notes.js"
 import { AccountDirectory } from "../../src/auth/AccountDirectory.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
@@ -234,10 +234,11 @@ layer(serverOn({
       migration3Runs.length = 0
 
       const first = yield* migrator
-      const [one, two] = yield* Effect.all([
-        migrateAll(first, 2),
-        Effect.flatMap(TenantMigrator, (second) => migrateAll(second, 2)).pipe(Effect.provide(SecondMigrator))
-      ], { concurrency: 2 })
+      // The second is built before either starts, so that both find the same tenants behind.
+      const [one, two] = yield* Effect.scoped(Effect.gen(function*() {
+        const second = Context.get(yield* Layer.build(SecondMigrator), TenantMigrator)
+        return yield* Effect.all([migrateAll(first, 2), migrateAll(second, 2)], { concurrency: 2 })
+      }))
       const a = summaryOf(one)
       const b = summaryOf(two)
       expect(a.failed).toEqual([])
