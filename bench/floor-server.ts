@@ -59,14 +59,15 @@ const port = Number(process.env["PORT"] ?? "3200")
 const platformUrl = process.env["DATABASE_URL"]
 const poolMax = Number(process.env["TENANT_POOL_MAX"] ?? "4")
 
-/** Each active tenant's database URL, logged in as its role (read with plain pg, once). */
+/** Each active database tenant's database URL, logged in as its role (read with plain pg, once). */
 const tenantUrls = Effect.promise(async () => {
   if (platformUrl === undefined) return []
   const platform = new Pg.Client({ connectionString: platformUrl })
   await platform.connect()
   try {
     const { rows } = await platform.query<{ db_server: string; db_name: string; db_role: string; db_password: string }>(
-      "SELECT db_server, db_name, db_role, db_password FROM tenants WHERE status = 'active' ORDER BY id"
+      // Database tenants only: schema tenants have no login of their own (the engine reaches them through its shared pool).
+      "SELECT db_server, db_name, db_role, db_password FROM tenants WHERE status = 'active' AND db_strategy = 'database' ORDER BY id"
     )
     return rows.map((row) => {
       const url = new URL(row.db_server)

@@ -5,8 +5,12 @@
  * database, provisions tenants through its admin API, and drives load with
  * autocannon; then the same workloads against a raw baseline
  * (bench/raw-server.ts: node:http + jose + pg, no Effect) on the same data;
- * then a 60 s memory run, and a fan-out run over 300 tenants under a
- * connection budget. Results go to bench/RESULTS.md and the console.
+ * then a 60 s memory run, a fan-out run over 300 database tenants under a
+ * connection budget, and a fan-out run over 10,000 schema tenants (one
+ * shared pool) under a budget of 20. GET /v1/notes is also measured on as
+ * many schema tenants as database tenants, in turn. Results go to
+ * bench/RESULTS.md (keeping the section `npm run test:scale` writes there)
+ * and the console.
  *
  *   npm run bench                          # defaults (10 to 25 minutes, with re-measuring)
  *   npm run bench -- --quick               # short durations, to check it works
@@ -28,22 +32,41 @@
  *   BENCH_MEMORY_DURATION (60), BENCH_MEMORY_MARK (10)   the memory run, and its early reading
  *   BENCH_FANOUT_TENANTS (300), BENCH_FANOUT_DURATION (20),
  *   BENCH_FANOUT_BUDGET (40), BENCH_FANOUT_POOL_MAX (2)
+ *                                the fan-out over database tenants (GET and POST /v1/notes)
+ *   BENCH_DENSE_TENANTS (10000; 300 with --quick), BENCH_DENSE_BUDGET (20),
+ *   BENCH_DENSE_SHARED_POOL_MAX (unset: the engine's default, half the budget),
+ *   BENCH_DENSE_NOTES (20), BENCH_DENSE_WARMUP (10), BENCH_DENSE_DURATION (60),
+ *   BENCH_DENSE_PROVISION_CONCURRENCY (8)
+ *                                the fan-out over schema tenants (GET and POST /v1/notes): tenants,
+ *                                TENANT_CONNECTION_BUDGET, notes per tenant, seconds of random warm-up
+ *                                and of each measured run (60: one account-cache lifetime), admin API
+ *                                provisionings at once
  *   BENCH_PROFILE_DURATION (20)  seconds of load while profiling
  *   BENCH_QUIET_WAIT (0)         before each phase, wait up to this many seconds for the machine to be idle
  *   BENCH_NOISY_RETRIES (2; 0 with --quick), BENCH_NOISE_LIMIT (0.5)
  *                                measure a workload again when other processes took more than the
  *                                limit (cores) during it; the quietest attempt is kept
- *   BENCH_SKIP                   comma-separated: raw, floor, memory, fanout
+ *   BENCH_STRATEGY_ROUNDS (2; 1 with --quick)
+ *                                GET /v1/notes on the database tenants, then on as many schema tenants,
+ *                                this many times, in an engine of their own
+ *   BENCH_SKIP                   comma-separated: raw, floor, memory, fanout, dense (the schema fan-out),
+ *                                schema (the comparison of GET /v1/notes on both strategies)
  *   BENCH_RESULTS                where to write (bench/RESULTS.md; bench/PROFILE.md with --profile)
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
-import { execFileSync } from "node:child_process"
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { join } from "node:path"
 import { dropNamespace } from "../src/testing/TestDatabases.js"
-import { ConnectionSampler, DbStats, onDatabase, ServerConnectionSampler } from "./lib/dbstats.js"
+import {
+  ConnectionSampler,
+  DbStats,
+  onDatabase,
+  ServerConnectionSampler,
+  StatementSampler,
+  type TenantData
+} from "./lib/dbstats.js"
 import {
   adminToken,
   forEachLimited,
@@ -51,14 +74,17 @@ import {
   machineToken,
   provisionTenants,
   type ProvisionedTenant,
+  schemaTenantIdOf,
   seedNotes,
   startIssuer,
+  type Strategy,
   tenantIdOf,
   userToken
 } from "./lib/fixture.js"
 import { type LoadOptions, type LoadResult, runLoad } from "./lib/load.js"
-import { cpuSeconds, cpuSecondsOfCommand, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
+import { cpuByPidOfCommand, cpuOfCommandSince, cpuSeconds, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
 import { profileMarkdown, summarizeProfile } from "./lib/profile.js"
+import { SCALE_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
 import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 
 // --- settings ---
@@ -93,6 +119,15 @@ const settings = {
   fanoutDuration: num("BENCH_FANOUT_DURATION", 20, 5),
   fanoutBudget: num("BENCH_FANOUT_BUDGET", 40),
   fanoutPoolMax: num("BENCH_FANOUT_POOL_MAX", 2),
+  strategyRounds: num("BENCH_STRATEGY_ROUNDS", 2, 1),
+  denseTenants: num("BENCH_DENSE_TENANTS", 10_000, 300),
+  denseBudget: num("BENCH_DENSE_BUDGET", 20),
+  /** Unset: the engine's own default (half the budget). */
+  denseSharedPoolMax: process.env["BENCH_DENSE_SHARED_POOL_MAX"] ? num("BENCH_DENSE_SHARED_POOL_MAX", 1) : undefined,
+  denseNotes: num("BENCH_DENSE_NOTES", 20),
+  denseWarmup: num("BENCH_DENSE_WARMUP", 10, 2),
+  denseDuration: num("BENCH_DENSE_DURATION", 60, 5),
+  denseProvisionConcurrency: num("BENCH_DENSE_PROVISION_CONCURRENCY", 8),
   profileDuration: num("BENCH_PROFILE_DURATION", 20, 5),
   /** Up to this many seconds before each measured phase, wait for the machine to be quiet (0: do not wait). */
   quietWait: process.env["BENCH_QUIET_WAIT"] === undefined ? 0 : num("BENCH_QUIET_WAIT", 0),
@@ -160,13 +195,19 @@ interface Measured {
   readonly attempts: number
   readonly maxServerConnections: number
   readonly maxOurConnections: number
+  /** Connections of the engine's pools to the shared database of schema tenants, at most (every 100 ms). */
+  readonly maxSharedConnections: number
+  /** Which round of the strategies comparison (1b). */
+  readonly round?: number
 }
 
 interface Context {
   readonly namespace: string
   readonly stats: DbStats
   readonly platformDatabase: string
-  readonly tenantPrefix: string
+  /** The tenant databases and the shared database of schema tenants. */
+  readonly tenantData: TenantData
+  readonly sharedDatabase: string
 }
 
 const loadOptions = (server: ServerProcess, workload: Workload, seconds: number, random = false): LoadOptions => ({
@@ -222,30 +263,32 @@ const measureOnce = async (ctx: Context, server: ServerProcess, workload: Worklo
   await runLoad(loadOptions(server, workload, settings.warmup))
   await sleep(settings.settle * 1000)
   const platformBefore = await ctx.stats.xacts(ctx.platformDatabase)
-  const tenantBefore = await ctx.stats.xactsUnder(ctx.tenantPrefix)
-  const sessionsBefore = await ctx.stats.sessionsUnder(ctx.tenantPrefix)
+  const tenantBefore = await ctx.stats.xactsUnder(ctx.tenantData)
+  const sessionsBefore = await ctx.stats.sessionsUnder(ctx.tenantData)
   const cpuBefore = cpuSeconds(server.pid)
   const machineBefore = machineCpu()
   const loaderBefore = process.cpuUsage()
-  const postgresBefore = cpuSecondsOfCommand("postgres")
+  const postgresBefore = cpuByPidOfCommand("postgres")
   const rss = new RssSampler(server.pid).start()
   const connections = new ServerConnectionSampler(ctx.stats, ctx.namespace).start()
+  const shared = new ConnectionSampler(ctx.stats, [ctx.sharedDatabase], 100).start()
   const started = performance.now()
   log(`${server.name}: ${workload.label}: ${settings.duration} s`)
   const load = await runLoad(loadOptions(server, workload, settings.duration))
   const wall = (performance.now() - started) / 1000
   rss.stop()
   await connections.stop()
+  await shared.stop()
   const cpu = cpuSeconds(server.pid) - cpuBefore
   const machineAfter = machineCpu()
-  const postgresCpu = cpuSecondsOfCommand("postgres") - postgresBefore
+  const postgresCpu = cpuOfCommandSince("postgres", postgresBefore)
   const busy = machineBusy(machineBefore, machineAfter)
   const loaderUsage = process.cpuUsage(loaderBefore)
   const loaderCpu = (loaderUsage.user + loaderUsage.system) / 1e6
   await sleep(settings.settle * 1000)
   const platformXacts = (await ctx.stats.xacts(ctx.platformDatabase)) - platformBefore
-  const tenantXacts = (await ctx.stats.xactsUnder(ctx.tenantPrefix)) - tenantBefore
-  const tenantSessions = (await ctx.stats.sessionsUnder(ctx.tenantPrefix)) - sessionsBefore
+  const tenantXacts = (await ctx.stats.xactsUnder(ctx.tenantData)) - tenantBefore
+  const tenantSessions = (await ctx.stats.sessionsUnder(ctx.tenantData)) - sessionsBefore
   const m: Measured = {
     server: server.name,
     workload,
@@ -264,7 +307,8 @@ const measureOnce = async (ctx: Context, server: ServerProcess, workload: Worklo
     otherCores: Math.max(0, machineBusySeconds(machineBefore, machineAfter) - cpu - loaderCpu - postgresCpu) / wall,
     attempts: 1,
     maxServerConnections: connections.maxTotal,
-    maxOurConnections: connections.maxOurs
+    maxOurConnections: connections.maxOurs,
+    maxSharedConnections: shared.maxPooled
   }
   log(
     `${server.name}: ${workload.label}: ${load.rps.toFixed(0)} req/s, p50 ${load.p50} ms, p99 ${load.p99} ms, ` +
@@ -288,17 +332,26 @@ const mintTokens = async (issuer: Issuer, tenants: ReadonlyArray<ProvisionedTena
   for (let u = 0; u < usersPerTenant; u++) {
     for (const t of tenants) users.push(await userToken(issuer, t.id, `u${u}-${t.id}`))
   }
-  for (const t of tenants) machines.push(await machineToken(issuer, t.clientId))
+  for (const t of tenants) if (t.clientId !== undefined) machines.push(await machineToken(issuer, t.clientId))
   return { admin: await adminToken(issuer), users, machines }
 }
 
-/** One GET /v1/me per token: users' accounts are made on first sight, before anything is measured. */
-const signIn = async (baseUrl: string, tokens: ReadonlyArray<string>) => {
-  await forEachLimited(tokens, 8, async (token) => {
-    const response = await fetch(`${baseUrl}/v1/me`, { headers: { authorization: `Bearer ${token}` } })
+/** One request per token, `concurrency` at a time; every answer must be 200. */
+const onceEach = async (baseUrl: string, path: string, tokens: ReadonlyArray<string>, concurrency: number) => {
+  await forEachLimited(tokens, concurrency, async (token) => {
+    const response = await fetch(`${baseUrl}${path}`, { headers: { authorization: `Bearer ${token}` } })
     const text = await response.text()
-    if (response.status !== 200) throw new Error(`GET /v1/me: ${response.status} ${text}`)
+    if (response.status !== 200) throw new Error(`GET ${path}: ${response.status} ${text}`)
   })
+}
+
+/** One GET /v1/me per token: users' accounts are made on first sight, before anything is measured. */
+const signIn = (baseUrl: string, tokens: ReadonlyArray<string>) => onceEach(baseUrl, "/v1/me", tokens, 8)
+
+const timedSeconds = async (f: () => Promise<unknown>) => {
+  const started = performance.now()
+  await f()
+  return (performance.now() - started) / 1000
 }
 
 /** Checks that the server answers a workload's request with the expected status before loading it. */
@@ -341,6 +394,15 @@ const engineEnv = (env: Env, port: number, extra: Record<string, string> = {}) =
   DATA_DIR: join(env.tmp, "data"),
   ...extra
 })
+
+/** The engine's shared database of schema tenants (TenantDatabases: `${prefix}_shared`). */
+const sharedDatabaseOf = (env: Env) => `${env.prefix}_shared`
+
+/** GET /v1/notes on database tenants and on schema tenants, in turn, in an engine of their own (1b). */
+const STRATEGIES_ENGINE = "engine-strategies"
+const STRATEGIES_POOL_MAX = 2
+const DATABASE_NOTES = "notes-database"
+const SCHEMA_NOTES = "notes-schema"
 
 const startEngine = async (env: Env, name: string, extra: Record<string, string> = {}, nodeFlags: Array<string> = []) => {
   const port = await freePort()
@@ -414,18 +476,51 @@ const workloadsFor = (tokens: Tokens): ReadonlyArray<Workload> => [
   }
 ]
 
-/** Provisioned tenants, their notes, tokens; accounts signed in. */
-const prepare = async (env: Env, engine: ServerProcess, from: number, to: number, admin: string) => {
-  const ids = Array.from({ length: to - from }, (_, i) => tenantIdOf(from + i + 1))
+interface PrepareOptions {
+  readonly strategy: Strategy
+  /** Ids are idOf(from + 1) .. idOf(to). */
+  readonly idOf: (i: number) => string
+  readonly from: number
+  readonly to: number
+  readonly notes: number
+  /** Admin API provisionings at once (default 4). */
+  readonly concurrency?: number
+  /** A service client per tenant (default true). */
+  readonly clients?: boolean
+}
+
+interface Prepared {
+  readonly tenants: ReadonlyArray<ProvisionedTenant>
+  readonly provisionSeconds: number
+  readonly seedSeconds: number
+}
+
+/** Tenants provisioned through the engine's admin API, with their notes. */
+const prepare = async (env: Env, engine: ServerProcess, admin: string, o: PrepareOptions): Promise<Prepared> => {
+  const ids = Array.from({ length: Math.max(0, o.to - o.from) }, (_, i) => o.idOf(o.from + i + 1))
+  if (ids.length === 0) return { tenants: [], provisionSeconds: 0, seedSeconds: 0 }
   const started = performance.now()
-  const tenants = await provisionTenants(engine.baseUrl, admin, ids, 4, (done) => {
-    if (done % 25 === 0 || done === ids.length) log(`provisioned ${done}/${ids.length} tenants`)
+  const every = ids.length >= 2000 ? 500 : 25
+  const tenants = await provisionTenants(engine.baseUrl, admin, ids, o.concurrency ?? 4, {
+    strategy: o.strategy,
+    clients: o.clients ?? true,
+    onProgress: (done) => {
+      if (done % every === 0 || done === ids.length) {
+        const seconds = (performance.now() - started) / 1000
+        log(`provisioned ${done}/${ids.length} ${o.strategy} tenants (${(done / seconds).toFixed(0)} per second)`)
+      }
+    }
   })
   const provisionSeconds = (performance.now() - started) / 1000
   tenants.sort((a, b) => a.id.localeCompare(b.id))
-  await seedNotes(env.adminUrl, env.platformDatabase, tenants, settings.notes, 4)
-  log(`${tenants.length} tenants provisioned in ${provisionSeconds.toFixed(1)} s, ${settings.notes} notes each`)
-  return { tenants, provisionSeconds }
+  const seeding = performance.now()
+  await seedNotes(env.adminUrl, env.platformDatabase, tenants, o.notes, 4)
+  const seedSeconds = (performance.now() - seeding) / 1000
+  log(
+    `${tenants.length} ${o.strategy} tenants provisioned in ${provisionSeconds.toFixed(1)} s, ` +
+      `${o.notes} notes each (written in ${seedSeconds.toFixed(1)} s)`
+  )
+  return { tenants, provisionSeconds, seedSeconds }
 }
 
 interface MemoryRun {
@@ -441,40 +536,207 @@ interface MemoryRun {
   readonly load: LoadResult
 }
 
-interface FanoutRun {
-  readonly tenants: number
-  readonly budget: number
-  readonly poolMax: number
-  readonly provisionSeconds: number
+/** One measured fan-out workload: a random user token of any tenant per request. */
+interface FanoutMeasure {
+  readonly workload: Workload
+  readonly warmupSeconds: number
   readonly load: LoadResult
+  /** Client connections to tenant data at once: all of them, and those of tenant pools (what the budget bounds). */
   readonly maxTenantConnections: number
+  readonly maxPooledConnections: number
   readonly maxTenantDatabases: number
   readonly distinctTenantDatabases: number
   readonly poolAppearances: number
-  readonly sessionsOpened: number
   readonly samples: number
   readonly openAtStart: number
   readonly openAtEnd: number
-  /** Tenant-database transactions beyond one per successful request: each context's opening `SELECT 1`. */
-  readonly contextsOpened: number
+  readonly sessionsOpened: number
   readonly tenantXacts: number
   readonly platformXacts: number
+  /** 2xx responses. */
+  readonly ok: number
+  /** Tenant-data counters read after the server stopped (every backend had reported), else BENCH_STATS_SETTLE s after the run. */
+  readonly countersAfterStop: boolean
+  readonly cpuCores: number
   readonly cpuUsPerRequest: number
   readonly peakRssMiB: number
+  readonly busyBefore: number
+  readonly machineBusy: number
+  readonly loaderCores: number
+  readonly postgresCores: number
+  readonly otherCores: number
   readonly warnings: number
   readonly warningExamples: ReadonlyArray<string>
+  /** Platform statements seen running (every 20 ms): what its transactions were. */
+  readonly platformStatements: ReadonlyArray<readonly [string, number]>
+  readonly platformSamples: number
 }
 
+/** A fan-out phase: one engine, many tenants of one strategy, a small budget, GET then POST. */
+interface FanoutRun {
+  readonly strategy: Strategy
+  readonly tenants: number
+  readonly budget: number
+  /** TENANT_POOL_MAX: each database tenant's pool. */
+  readonly poolMax: number
+  /** The shared pool of schema tenants (TENANT_SHARED_POOL_MAX, by default half the budget). */
+  readonly sharedPoolMax: number
+  readonly notes: string
+  readonly durationSeconds: number
+  /** Before the measured runs: provisioning, notes, tokens, sign-in, priming; seconds each. */
+  readonly preparation: ReadonlyArray<{ readonly step: string; readonly seconds: number }>
+  readonly runs: ReadonlyArray<FanoutMeasure>
+}
+
+const fanoutWorkloads = (tenants: number, tokens: ReadonlyArray<string>): ReadonlyArray<Workload> => [
+  {
+    name: "fanout-get",
+    label: `GET /v1/notes?limit=20 (random users of ${tenants} tenants)`,
+    method: "GET",
+    path: "/v1/notes?limit=20",
+    tokens
+  },
+  {
+    name: "fanout-post",
+    label: `POST /v1/notes (random users of ${tenants} tenants)`,
+    method: "POST",
+    path: "/v1/notes",
+    body: NOTE_BODY,
+    tokens
+  }
+]
+
+/**
+ * Warms up, then measures one fan-out workload: random tokens, connections to
+ * tenant data sampled every 100 ms, the counters of PostgreSQL around it. With
+ * `last`, the server is stopped before the counters are read (so every backend
+ * has reported); otherwise they are read BENCH_STATS_SETTLE seconds after.
+ */
+const measureFanout = async (
+  env: Env,
+  ctx: Context,
+  engine: ServerProcess,
+  workload: Workload,
+  o: { readonly warmup: number; readonly duration: number; readonly last: boolean }
+): Promise<FanoutMeasure> => {
+  const busyBefore = await waitForQuiet(`${engine.name}: ${workload.label}`)
+  log(`${engine.name}: ${workload.label}: warm-up ${o.warmup} s`)
+  await runLoad(loadOptions(engine, workload, o.warmup, true))
+  // Counters are exact once every backend has reported (settle) or ended (server stopped).
+  await sleep(settings.settle * 1000)
+  const sessionsBefore = await env.stats.sessionsUnder(ctx.tenantData)
+  const tenantXactsBefore = await env.stats.xactsUnder(ctx.tenantData)
+  const platformXactsBefore = await env.stats.xacts(env.platformDatabase)
+  const sampler = new ConnectionSampler(env.stats, ctx.tenantData, 100).start()
+  const statements = new StatementSampler(env.stats, env.platformDatabase, 20).start()
+  const warningsBefore = engine.warnings().length
+  const cpuBefore = cpuSeconds(engine.pid)
+  const machineBefore = machineCpu()
+  const loaderBefore = process.cpuUsage()
+  const postgresBefore = cpuByPidOfCommand("postgres")
+  const rss = new RssSampler(engine.pid).start()
+  const started = performance.now()
+  log(`${engine.name}: ${workload.label} for ${o.duration} s`)
+  const load = await runLoad(loadOptions(engine, workload, o.duration, true))
+  const wall = (performance.now() - started) / 1000
+  rss.stop()
+  const cpu = cpuSeconds(engine.pid) - cpuBefore
+  const machineAfter = machineCpu()
+  const postgresCpu = cpuOfCommandSince("postgres", postgresBefore)
+  const loaderUsage = process.cpuUsage(loaderBefore)
+  const loaderCpu = (loaderUsage.user + loaderUsage.system) / 1e6
+  await sampler.stop()
+  await statements.stop()
+  const warnings = engine.warnings().slice(warningsBefore)
+  await sleep(settings.settle * 1000)
+  // Read before the server stops: each of the engine's LISTEN connections counts a
+  // transaction per notification it takes in (thousands while tenants were
+  // provisioned) and reports them only when it ends.
+  const platformXacts = (await env.stats.xacts(env.platformDatabase)) - platformXactsBefore
+  if (o.last) {
+    log(`stopping ${engine.name}: ${await stopped(engine)}`)
+    // Every session's counts arrive when it ends; the pools ended with the server.
+    await sleep(1500)
+  }
+  const sessionsOpened = (await env.stats.sessionsUnder(ctx.tenantData)) - sessionsBefore
+  const tenantXacts = (await env.stats.xactsUnder(ctx.tenantData)) - tenantXactsBefore
+  const ok = Object.entries(load.statusCodes).filter(([code]) => code.startsWith("2")).reduce((n, [, count]) => n + count, 0)
+  const m: FanoutMeasure = {
+    workload,
+    warmupSeconds: o.warmup,
+    load,
+    maxTenantConnections: sampler.maxConnections,
+    maxPooledConnections: sampler.maxPooled,
+    maxTenantDatabases: sampler.maxDatabases,
+    distinctTenantDatabases: sampler.distinct.size,
+    poolAppearances: sampler.appearances,
+    samples: sampler.samples,
+    openAtStart: sampler.firstSample ?? 0,
+    openAtEnd: sampler.lastSample,
+    sessionsOpened,
+    tenantXacts,
+    platformXacts,
+    ok,
+    countersAfterStop: o.last,
+    cpuCores: cpu / wall,
+    cpuUsPerRequest: load.requests === 0 ? 0 : (cpu * 1e6) / load.requests,
+    peakRssMiB: rss.peakMiB,
+    busyBefore,
+    machineBusy: machineBusy(machineBefore, machineAfter),
+    loaderCores: loaderCpu / wall,
+    postgresCores: Math.max(0, postgresCpu) / wall,
+    otherCores: Math.max(0, machineBusySeconds(machineBefore, machineAfter) - cpu - loaderCpu - Math.max(0, postgresCpu)) / wall,
+    warnings: warnings.length,
+    warningExamples: warnings.slice(0, 3),
+    platformStatements: statements.top(3),
+    platformSamples: statements.samples
+  }
+  log(
+    `${engine.name}: ${workload.label}: ${load.rps.toFixed(0)} req/s, p50 ${load.p50} ms, p99 ${load.p99} ms, ` +
+      `non-2xx ${load.non2xx}, errors ${load.errors}, max tenant-pool connections ${sampler.maxPooled} ` +
+      `(all ${sampler.maxConnections}), sessions opened ${sessionsOpened}`
+  )
+  return m
+}
+
+/** Each database tenant's contexts opened during a run, estimated from PostgreSQL's counters (see "How it was measured"). */
+const contextsOpened = (m: FanoutMeasure) => m.tenantXacts - m.ok - m.sessionsOpened
+
+/** The engine's default for the shared pool (AppConfig's sharedPoolConnections): half the budget. */
+const defaultSharedPool = (budget: number) => Math.max(1, Math.floor(budget / 2))
+
 const fullRun = async (env: Env, facts: Facts) => {
-  const ctx: Context = { namespace: env.ns, stats: env.stats, platformDatabase: env.platformDatabase, tenantPrefix: env.prefix + "tn_" }
+  const ctx: Context = {
+    namespace: env.ns,
+    stats: env.stats,
+    platformDatabase: env.platformDatabase,
+    tenantData: [env.prefix + "tn_", sharedDatabaseOf(env)],
+    sharedDatabase: sharedDatabaseOf(env)
+  }
   const results: Array<Measured> = []
   const admin = await adminToken(env.issuer)
 
   // 1. The engine, default pool settings.
   let engine = await startEngine(env, "engine")
-  const { tenants, provisionSeconds } = await prepare(env, engine, 0, settings.tenants, admin)
+  const { provisionSeconds, tenants } = await prepare(env, engine, admin, {
+    strategy: "database",
+    idOf: tenantIdOf,
+    from: 0,
+    to: settings.tenants,
+    notes: settings.notes
+  })
+  // As many schema tenants, with as many notes and users: GET /v1/notes on both strategies.
+  const schema = skip.has("schema") ? undefined : await prepare(env, engine, admin, {
+    strategy: "schema",
+    idOf: schemaTenantIdOf,
+    from: 0,
+    to: settings.tenants,
+    notes: settings.notes
+  })
   const tokens = await mintTokens(env.issuer, tenants, settings.usersPerTenant)
+  const schemaTokens = schema === undefined ? undefined : await mintTokens(env.issuer, schema.tenants, settings.usersPerTenant)
   await signIn(engine.baseUrl, tokens.users)
+  if (schemaTokens !== undefined) await signIn(engine.baseUrl, schemaTokens.users)
   const workloads = workloadsFor(tokens)
   const shapes: Record<string, unknown> = {}
   for (const w of workloads) shapes[`engine ${w.name}`] = await probe(engine, w)
@@ -482,6 +744,30 @@ const fullRun = async (env: Env, facts: Facts) => {
   const engineHwm = memory(engine.pid).hwmMiB
   log(`stopping engine: ${await stopped(engine)}`)
   const engineWarnings = engine.warnings()
+
+  // 1b. GET /v1/notes on database tenants and on schema tenants, in turn, in one
+  // engine: the ratio of the two is read from adjacent runs, so that the
+  // machine's drift (other people's work) touches both alike. TENANT_POOL_MAX=2
+  // so that the database tenants' pools (20 × 2) and the shared pool (by default
+  // half the budget) fit the default budget of 80 together: neither evicts the other.
+  if (schemaTokens !== undefined) {
+    engine = await startEngine(env, STRATEGIES_ENGINE, { TENANT_POOL_MAX: String(STRATEGIES_POOL_MAX) })
+    const pair: ReadonlyArray<Workload> = [
+      { ...workloads[1]!, name: DATABASE_NOTES, label: "GET /v1/notes?limit=20 (users, all tenants; database tenants)" },
+      {
+        name: SCHEMA_NOTES,
+        label: "GET /v1/notes?limit=20 (users, all tenants; schema tenants)",
+        method: "GET",
+        path: "/v1/notes?limit=20",
+        tokens: schemaTokens.users
+      }
+    ]
+    for (const w of pair) shapes[`${STRATEGIES_ENGINE} ${w.name}`] = await probe(engine, w)
+    for (let round = 1; round <= settings.strategyRounds; round++) {
+      for (const w of pair) results.push({ ...(await measure(ctx, engine, w)), round })
+    }
+    log(`stopping ${STRATEGIES_ENGINE}: ${await stopped(engine)}`)
+  }
 
   // 2. The raw baseline, same data and tokens.
   let rawWarnings: ReadonlyArray<string> = []
@@ -533,81 +819,121 @@ const fullRun = async (env: Env, facts: Facts) => {
     log(`stopping engine-memory: ${await stopped(engine)}`)
   }
 
-  // 4. Fan-out: many tenants, few connections.
+  // 4. Fan-out over database tenants: many tenants, few connections.
   let fanout: FanoutRun | undefined
   if (!skip.has("fanout")) {
     engine = await startEngine(env, "engine-fanout", {
       TENANT_CONNECTION_BUDGET: String(settings.fanoutBudget),
       TENANT_POOL_MAX: String(settings.fanoutPoolMax)
     })
-    const more = settings.fanoutTenants > settings.tenants
-      ? await prepare(env, engine, settings.tenants, settings.fanoutTenants, admin)
-      : { tenants: [], provisionSeconds: 0 }
+    const more = await prepare(env, engine, admin, {
+      strategy: "database",
+      idOf: tenantIdOf,
+      from: settings.tenants,
+      to: settings.fanoutTenants,
+      notes: settings.notes
+    })
     const all = [...tenants, ...more.tenants].slice(0, settings.fanoutTenants)
+    const preparation: Array<{ step: string; seconds: number }> = []
+    if (more.tenants.length > 0) {
+      preparation.push({ step: `provision ${more.tenants.length} more database tenants through the admin API, 4 at a time`, seconds: more.provisionSeconds })
+    }
     const fanTokens: Array<string> = []
     for (const t of all) fanTokens.push(await userToken(env.issuer, t.id, `u0-${t.id}`))
-    // Quiet first, then sign in: the account cache (1 minute) must stay warm through the run.
+    // Quiet first, then sign in: the account cache (1 minute) should be warm when the first run starts.
     await waitForQuiet("engine-fanout")
-    await signIn(engine.baseUrl, fanTokens)
-    const workload: Workload = {
-      name: "fanout",
-      label: `GET /v1/notes?limit=20 (random users of ${all.length} tenants)`,
-      method: "GET",
-      path: "/v1/notes?limit=20",
-      tokens: fanTokens
+    preparation.push({ step: `sign in ${all.length} users once (GET /v1/me, 8 at a time)`, seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/me", fanTokens, 8)) })
+    const runs: Array<FanoutMeasure> = []
+    const workloads = fanoutWorkloads(all.length, fanTokens)
+    for (const [i, w] of workloads.entries()) {
+      runs.push(await measureFanout(env, ctx, engine, w, {
+        warmup: settings.warmup,
+        duration: settings.fanoutDuration,
+        last: i === workloads.length - 1
+      }))
     }
-    log(`engine-fanout: warm-up ${settings.warmup} s`)
-    await runLoad(loadOptions(engine, workload, settings.warmup, true))
-    // Counters are exact once every backend has reported (settle) or ended (server stopped).
-    await sleep(settings.settle * 1000)
-    const sessionsBefore = await env.stats.sessionsUnder(ctx.tenantPrefix)
-    const tenantXactsBefore = await env.stats.xactsUnder(ctx.tenantPrefix)
-    const platformXactsBefore = await env.stats.xacts(env.platformDatabase)
-    const sampler = new ConnectionSampler(env.stats, ctx.tenantPrefix, 100).start()
-    const warningsBefore = engine.warnings().length
-    const cpuBefore = cpuSeconds(engine.pid)
-    const rss = new RssSampler(engine.pid).start()
-    log(`engine-fanout: ${workload.label} for ${settings.fanoutDuration} s`)
-    const load = await runLoad(loadOptions(engine, workload, settings.fanoutDuration, true))
-    rss.stop()
-    const cpu = cpuSeconds(engine.pid) - cpuBefore
-    await sampler.stop()
-    const warnings = engine.warnings().slice(warningsBefore)
-    log(`stopping engine-fanout: ${await stopped(engine)}`)
-    // Every session's counts arrive when it ends; the pools ended with the server.
-    await sleep(1500)
-    const sessionsOpened = (await env.stats.sessionsUnder(ctx.tenantPrefix)) - sessionsBefore
-    const tenantXacts = (await env.stats.xactsUnder(ctx.tenantPrefix)) - tenantXactsBefore
-    const platformXacts = (await env.stats.xacts(env.platformDatabase)) - platformXactsBefore
-    const ok = load.statusCodes["200"] ?? 0
     fanout = {
+      strategy: "database",
       tenants: all.length,
       budget: settings.fanoutBudget,
       poolMax: settings.fanoutPoolMax,
-      provisionSeconds: more.provisionSeconds,
-      load,
-      maxTenantConnections: sampler.maxConnections,
-      maxTenantDatabases: sampler.maxDatabases,
-      distinctTenantDatabases: sampler.distinct.size,
-      poolAppearances: sampler.appearances,
-      sessionsOpened,
-      samples: sampler.samples,
-      openAtStart: sampler.firstSample ?? 0,
-      openAtEnd: sampler.lastSample,
-      // Each new session runs one transaction as it starts; each opening adds its SELECT 1.
-      contextsOpened: tenantXacts - ok - sessionsOpened,
-      tenantXacts,
-      platformXacts,
-      cpuUsPerRequest: load.requests === 0 ? 0 : (cpu * 1e6) / load.requests,
-      peakRssMiB: rss.peakMiB,
-      warnings: warnings.length,
-      warningExamples: warnings.slice(0, 3)
+      sharedPoolMax: defaultSharedPool(settings.fanoutBudget),
+      notes: `${settings.notes}`,
+      durationSeconds: settings.fanoutDuration,
+      preparation,
+      runs
     }
-    log(
-      `engine-fanout: ${load.rps.toFixed(0)} req/s, p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors}, ` +
-        `max tenant connections ${sampler.maxConnections} (budget ${settings.fanoutBudget}), ` +
-        `contexts opened ${fanout.contextsOpened}, sessions opened ${sessionsOpened}`
-    )
+  }
+
+  // 5. Fan-out over schema tenants: ten thousand tenants on one shared pool, under a budget of 20.
+  let dense: FanoutRun | undefined
+  if (!skip.has("dense")) {
+    const sharedPoolMax = settings.denseSharedPoolMax ?? defaultSharedPool(settings.denseBudget)
+    engine = await startEngine(env, "engine-dense", {
+      TENANT_CONNECTION_BUDGET: String(settings.denseBudget),
+      TENANT_DEFAULT_STRATEGY: "schema",
+      ...(settings.denseSharedPoolMax !== undefined ? { TENANT_SHARED_POOL_MAX: String(settings.denseSharedPoolMax) } : {})
+    })
+    const existing = schema?.tenants ?? []
+    const more = await prepare(env, engine, admin, {
+      strategy: "schema",
+      idOf: schemaTenantIdOf,
+      from: existing.length,
+      to: settings.denseTenants,
+      notes: settings.denseNotes,
+      concurrency: settings.denseProvisionConcurrency,
+      clients: false
+    })
+    const all = [...existing, ...more.tenants].slice(0, settings.denseTenants)
+    const preparation: Array<{ step: string; seconds: number }> = []
+    if (more.tenants.length > 0) {
+      preparation.push({
+        step: `provision ${more.tenants.length} schema tenants through the admin API (POST /v1/admin/tenants, ` +
+          `"strategy": "schema"), ${settings.denseProvisionConcurrency} at a time: ` +
+          `${(more.tenants.length / more.provisionSeconds).toFixed(0)} per second`,
+        seconds: more.provisionSeconds
+      })
+      preparation.push({ step: `write ${settings.denseNotes} notes into each of them (as the superuser, a statement per schema)`, seconds: more.seedSeconds })
+    }
+    const denseTokens: Array<string> = []
+    preparation.push({
+      step: `mint a user token per tenant (${all.length}, RS256, in the bench process)`,
+      seconds: await timedSeconds(async () => {
+        for (const t of all) denseTokens.push(await userToken(env.issuer, t.id, `u0-${t.id}`))
+      })
+    })
+    await waitForQuiet("engine-dense")
+    // First logins create the accounts; the first request of a tenant builds its context.
+    preparation.push({
+      step: `sign every user in once (GET /v1/me, 16 at a time): creates the ${all.length} accounts`,
+      seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/me", denseTokens, 16))
+    })
+    preparation.push({
+      step: "one GET /v1/notes?limit=20 per tenant (16 at a time): builds every tenant's context",
+      seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/notes?limit=20", denseTokens, 16))
+    })
+    const runs: Array<FanoutMeasure> = []
+    const workloads = fanoutWorkloads(all.length, denseTokens)
+    for (const [i, w] of workloads.entries()) {
+      runs.push(await measureFanout(env, ctx, engine, w, {
+        warmup: settings.denseWarmup,
+        duration: settings.denseDuration,
+        last: i === workloads.length - 1
+      }))
+    }
+    dense = {
+      strategy: "schema",
+      tenants: all.length,
+      budget: settings.denseBudget,
+      poolMax: 4,
+      sharedPoolMax,
+      notes: existing.length > 0 && settings.notes !== settings.denseNotes
+        ? `${settings.denseNotes} (the first ${Math.min(existing.length, all.length)}: ${settings.notes})`
+        : `${settings.denseNotes}`,
+      durationSeconds: settings.denseDuration,
+      preparation,
+      runs
+    }
   }
 
   const report = renderResults({
@@ -615,6 +941,9 @@ const fullRun = async (env: Env, facts: Facts) => {
     results,
     memoryRun,
     fanout,
+    dense,
+    schemaTenants: schema?.tenants.length ?? 0,
+    scaleSection: sectionOfFile(resultsFile, SCALE_HEADING),
     provisionSeconds,
     tenants: tenants.length,
     engineHwm,
@@ -625,6 +954,16 @@ const fullRun = async (env: Env, facts: Facts) => {
   })
   writeFileSync(resultsFile, report)
   console.log("\n" + consoleTable(results))
+  for (const f of [fanout, dense]) {
+    if (f === undefined) continue
+    for (const m of f.runs) {
+      console.log(
+        `fan-out, ${f.tenants} ${f.strategy} tenants, budget ${f.budget}, ${m.workload.method}: ${fmt(m.load.rps)} req/s, ` +
+          `p50 ${m.load.p50} ms, p99 ${m.load.p99} ms, non-2xx ${m.load.non2xx}, errors ${m.load.errors}, ` +
+          `max tenant-pool connections ${m.maxPooledConnections}`
+      )
+    }
+  }
   console.log(`\nwritten to ${resultsFile}`)
 }
 
@@ -634,7 +973,13 @@ const profileRun = async (env: Env, facts: Facts) => {
   const admin = await adminToken(env.issuer)
   const dir = join(env.tmp, "cpu-profile")
   const engine = await startEngine(env, "engine-profiled", {}, ["--cpu-prof", `--cpu-prof-dir=${dir}`])
-  const { tenants } = await prepare(env, engine, 0, settings.tenants, admin)
+  const { tenants } = await prepare(env, engine, admin, {
+    strategy: "database",
+    idOf: tenantIdOf,
+    from: 0,
+    to: settings.tenants,
+    notes: settings.notes
+  })
   const tokens = await mintTokens(env.issuer, tenants, settings.usersPerTenant)
   await signIn(engine.baseUrl, tokens.users)
   const workload = workloadsFor(tokens).find((w) => w.name === profileWorkload)
@@ -714,7 +1059,7 @@ const statusText = (load: LoadResult) =>
     : `${load.non2xx} (${Object.entries(load.statusCodes).filter(([c]) => !c.startsWith("2")).map(([c, n]) => `${c}: ${n}`).join(", ")})`
 
 const resultRow = (m: Measured) =>
-  `| ${m.server} | ${m.workload.label} | ${fmt(m.load.rps)} | ${m.load.p50} | ${m.load.p99} | ${statusText(m.load)} | ` +
+  `| ${m.server} | ${m.workload.label}${m.round === undefined ? "" : ` (round ${m.round})`} | ${fmt(m.load.rps)} | ${m.load.p50} | ${m.load.p99} | ${statusText(m.load)} | ` +
   `${m.load.errors} | ${fmt(m.cpuCores, 2)} | ${fmt(m.cpuUsPerRequest)} | ${fmt(m.peakRssMiB)} | ` +
   `${fmt(m.platformXactsPerRequest, 4)} | ${fmt(m.tenantXactsPerRequest, 3)} | ${m.tenantSessions} | ${fmt(m.busyBefore * 100)} / ${fmt(m.machineBusy * 100)} | ` +
   `${fmt(m.loaderCores, 2)} | ${fmt(m.postgresCores, 2)} | ${fmt(m.otherCores, 2)} | ${m.attempts} | ` +
@@ -772,11 +1117,214 @@ const floorLines = (results: ReadonlyArray<Measured>) => {
   ]
 }
 
+const check = (ok: boolean) => (ok ? "✓" : "✗")
+
+/** The dense-tenancy targets, as measured in this run. */
+const targetLines = (results: ReadonlyArray<Measured>, dense: FanoutRun | undefined) => {
+  const rows: Array<string> = []
+  if (dense !== undefined) {
+    for (const m of dense.runs) {
+      const what = `${m.workload.method} /v1/notes`
+      const bad = m.load.non2xx + m.load.errors + m.load.timeouts
+      rows.push(
+        `| fan-out over ${dense.tenants} schema tenants, ${what}: 0 errors | ${bad} (non-2xx ${m.load.non2xx}, ` +
+          `connection errors ${m.load.errors}, timeouts ${m.load.timeouts}; ${m.load.requests} requests) | ${check(bad === 0)} |`,
+        `| … ${what}: p99 < 50 ms | ${m.load.p99} ms (p50 ${m.load.p50} ms, ${fmt(m.load.rps)} req/s) | ${check(m.load.p99 < 50)} |`,
+        `| … ${what}: tenant connections never above the budget (${dense.budget}) | at most ${m.maxPooledConnections} ` +
+          `(${m.maxTenantConnections} counting the engine's administrative connections; ${m.samples} samples) | ` +
+          `${check(m.maxPooledConnections <= dense.budget)} |`
+      )
+    }
+  }
+  const runs = strategyRuns(results)
+  if (runs !== undefined) {
+    rows.push(
+      `| a schema tenant's steady-state GET /v1/notes throughput ≥ 0.8× a database tenant's (same engine, in turn) | ` +
+        `${runs.ratio.toFixed(2)} (${fmt(runs.schemaRps)} vs ${fmt(runs.databaseRps)} req/s, mean of ` +
+        `${runs.schema.length} + ${runs.database.length} runs) | ${check(runs.ratio >= 0.8)} |`
+    )
+  }
+  if (rows.length === 0) return []
+  return [
+    "## Dense tenancy: targets",
+    "",
+    "| target | measured | |",
+    "|---|---|---|",
+    ...rows,
+    "",
+    "The targets of `npm run test:scale` (provisioning, fleet migration, status, no-op migrate) are in its own " +
+    "section below.",
+    ""
+  ]
+}
+
+/** The strategies comparison (1b): database and schema runs by round, and schema / database of the mean req/s. */
+const strategyRuns = (results: ReadonlyArray<Measured>) => {
+  const of = (name: string) => results.filter((m) => m.server === STRATEGIES_ENGINE && m.workload.name === name)
+  const database = of(DATABASE_NOTES)
+  const schema = of(SCHEMA_NOTES)
+  if (database.length === 0 || schema.length === 0) return undefined
+  const mean = (ms: ReadonlyArray<Measured>) => ms.reduce((sum, m) => sum + m.load.rps, 0) / ms.length
+  return { database, schema, databaseRps: mean(database), schemaRps: mean(schema), ratio: mean(schema) / mean(database) }
+}
+
+/** GET /v1/notes on schema tenants next to database tenants. */
+const strategyLines = (results: ReadonlyArray<Measured>, tenants: number, schemaTenants: number) => {
+  const runs = strategyRuns(results)
+  if (runs === undefined) return []
+  const row = (what: string, m: Measured) =>
+    `| ${m.round ?? ""} | ${what} | ${fmt(m.load.rps)} | ${m.load.p50} | ${m.load.p99} | ${statusText(m.load)} | ${fmt(m.cpuUsPerRequest)} | ` +
+    `${fmt(m.tenantXactsPerRequest, 3)} | ${fmt(m.platformXactsPerRequest, 4)} | ${m.maxOurConnections} | ${m.maxSharedConnections} | ` +
+    `${fmt(m.busyBefore * 100)} / ${fmt(m.machineBusy * 100)} | ${fmt(m.postgresCores, 2)} | ${fmt(m.otherCores, 2)} | ${m.attempts} |`
+  const rounds = [...new Set([...runs.database, ...runs.schema].map((m) => m.round ?? 0))].sort((a, b) => a - b)
+  const ordered = rounds.flatMap((round) => [
+    ...runs.database.filter((m) => (m.round ?? 0) === round).map((m) => row("database", m)),
+    ...runs.schema.filter((m) => (m.round ?? 0) === round).map((m) => row("schema", m))
+  ])
+  const perRound = rounds.map((round) => {
+    const d = runs.database.find((m) => (m.round ?? 0) === round)
+    const sc = runs.schema.find((m) => (m.round ?? 0) === round)
+    return d === undefined || sc === undefined ? "—" : (sc.load.rps / d.load.rps).toFixed(2)
+  })
+  const meanOf = (ms: ReadonlyArray<Measured>, f: (m: Measured) => number) => ms.reduce((sum, m) => sum + f(m), 0) / ms.length
+  return [
+    "## Schema tenants / database tenants (GET /v1/notes)",
+    "",
+    `GET /v1/notes?limit=20 on the ${tenants} database tenants, then on ${schemaTenants} schema tenants, ` +
+    `${settings.strategyRounds} time(s) in turn, in an engine of their own (\`${STRATEGIES_ENGINE}\`: default settings but ` +
+    `TENANT_POOL_MAX=${STRATEGIES_POOL_MAX}, so that the database tenants' pools, ${tenants} × ${STRATEGIES_POOL_MAX}, and ` +
+    "the shared pool, TENANT_SHARED_POOL_MAX unset (documented default: half of TENANT_CONNECTION_BUDGET 80), fit the " +
+    `budget together and neither evicts the other). Each tenant has ${settings.notes} notes and ${settings.usersPerTenant} ` +
+    "users, whose tokens are taken in turn; each run as in the main workloads (warm-up, measured run, counters). " +
+    "Adjacent runs share the machine's conditions, which drift over minutes on this shared machine.",
+    "",
+    "| round | tenants | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | tenant xact/req | platform xact/req | max PostgreSQL connections of this run (all its databases) | … of the shared pool | machine busy % before / during | PostgreSQL CPU (cores) | other processes CPU (cores) | attempt kept |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...ordered,
+    "",
+    `Schema / database, mean req/s: **${runs.ratio.toFixed(2)}** (${fmt(runs.schemaRps)} / ${fmt(runs.databaseRps)}; ` +
+    `by round: ${perRound.join(", ")}); server CPU per request ` +
+    `${(meanOf(runs.schema, (m) => m.cpuUsPerRequest) / meanOf(runs.database, (m) => m.cpuUsPerRequest)).toFixed(2)}×.`,
+    ""
+  ]
+}
+
+const fanoutDescription = (f: FanoutRun) =>
+  f.strategy === "database"
+    ? `- **database**: ${f.tenants} tenants, TENANT_CONNECTION_BUDGET=${f.budget}, TENANT_POOL_MAX=${f.poolMax} ` +
+      `(at most ${Math.floor(f.budget / f.poolMax)} tenant contexts open), ${f.notes} notes each; each workload ` +
+      `${f.durationSeconds} s after a ${f.runs[0]?.warmupSeconds ?? settings.warmup} s warm-up.`
+    : `- **schema**: ${f.tenants} tenants, TENANT_CONNECTION_BUDGET=${f.budget}, TENANT_DEFAULT_STRATEGY=schema, ` +
+      (settings.denseSharedPoolMax === undefined
+        ? `TENANT_SHARED_POOL_MAX unset (documented default: half the budget, ${f.sharedPoolMax}; the connections it opened are below), `
+        : `TENANT_SHARED_POOL_MAX=${f.sharedPoolMax}, `) +
+      `TENANT_CONTEXT_MAX 10000 (default), ${f.notes} notes each; each workload ${f.durationSeconds} s after a ` +
+      `${f.runs[0]?.warmupSeconds ?? settings.denseWarmup} s random warm-up (60 s is one lifetime of the engine's ` +
+      "account cache: every account is read again about once during it, as in any minute of steady use)."
+
+const fanoutLines = (runs: ReadonlyArray<FanoutRun>) => {
+  if (runs.length === 0) return []
+  const all = runs.flatMap((f) => f.runs.map((m) => ({ f, m })))
+  const perRequest = (n: number, m: FanoutMeasure) => (m.load.requests === 0 ? "—" : (n / m.load.requests).toFixed(3))
+  const summary = all.map(({ f, m }) =>
+    `| ${f.tenants} ${f.strategy} | ${m.workload.method} | ${f.budget} | ${fmt(m.load.rps)} | ${m.load.p50} / ${m.load.p99} / ${m.load.max} | ` +
+    `${statusText(m.load)} | ${m.load.errors} / ${m.load.timeouts} | ${m.maxPooledConnections} (${m.maxTenantConnections}) ` +
+    `${check(m.maxPooledConnections <= f.budget)} | ${perRequest(m.platformXacts, m)} | ${perRequest(m.tenantXacts, m)} | ` +
+    `${m.sessionsOpened} | ${fmt(m.cpuUsPerRequest)} | ${fmt(m.peakRssMiB)} | ${fmt(m.busyBefore * 100)} / ${fmt(m.machineBusy * 100)} | ` +
+    `${fmt(m.loaderCores, 2)} | ${fmt(m.postgresCores, 2)} | ${fmt(m.otherCores, 2)} |`
+  )
+  const column = (f: FanoutRun, m: FanoutMeasure) => `${f.tenants} ${f.strategy}, ${m.workload.method}`
+  const detail = (what: string, value: (f: FanoutRun, m: FanoutMeasure) => string) =>
+    `| ${what} | ${all.map(({ f, m }) => value(f, m)).join(" | ")} |`
+  const databaseOnly = (value: (f: FanoutRun, m: FanoutMeasure) => string) => (f: FanoutRun, m: FanoutMeasure) =>
+    f.strategy === "database" ? value(f, m) : "—"
+  return [
+    "## Fan-out: database tenants and schema tenants",
+    "",
+    `A random user token of any tenant per request (GET /v1/notes?limit=20, then POST /v1/notes), ` +
+    `${settings.connections} connections, a small connection budget, one fresh engine per strategy:`,
+    "",
+    ...runs.map(fanoutDescription),
+    "",
+    "| tenants | workload | budget | req/s | p50 / p99 / max ms | non-2xx | errors / timeouts | max tenant-pool connections (all to tenant data) | platform xact/req | tenant xact/req | tenant sessions opened | server CPU µs/req | peak RSS MiB | machine busy % before / during | load generator CPU (cores) | PostgreSQL CPU (cores) | other processes CPU (cores) |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...summary,
+    "",
+    ...runs.flatMap((f) => [
+      `Before the ${f.strategy} runs:`,
+      "",
+      "| step | seconds |",
+      "|---|---:|",
+      ...f.preparation.map((p) => `| ${p.step} | ${p.seconds.toFixed(1)} |`),
+      ""
+    ]),
+    `| measure | ${all.map(({ f, m }) => column(f, m)).join(" | ")} |`,
+    `|---|${all.map(() => "---:").join("|")}|`,
+    detail("requests", (_, m) => String(m.load.requests)),
+    detail("req/s", (_, m) => fmt(m.load.rps)),
+    detail("p50 / p99 / max latency (ms)", (_, m) => `${m.load.p50} / ${m.load.p99} / ${m.load.max}`),
+    detail("non-2xx (must be 0)", (_, m) => `${m.load.non2xx} ${check(m.load.non2xx === 0)}`),
+    detail("connection errors / timeouts", (_, m) => `${m.load.errors} / ${m.load.timeouts}`),
+    detail("status codes", (_, m) => Object.entries(m.load.statusCodes).map(([c, n]) => `${c}: ${n}`).join(", ")),
+    detail(
+      "max concurrent connections of tenant pools to tenant data (pg_stat_activity every 100 ms; tenant roles and the gateway)",
+      (f, m) => `${m.maxPooledConnections} ${m.maxPooledConnections <= f.budget ? "≤" : ">"} ${f.budget} ${check(m.maxPooledConnections <= f.budget)}`
+    ),
+    detail("… every client connection to tenant data (also the engine's administrative pools)", (_, m) => String(m.maxTenantConnections)),
+    detail("samples", (_, m) => String(m.samples)),
+    detail("max tenant databases connected at once (database tenants: ≈ contexts open; schema tenants: the shared database)", (_, m) => String(m.maxTenantDatabases)),
+    detail("databases reached during the run", (_, m) => String(m.distinctTenantDatabases)),
+    detail(
+      "contexts opened during the run, estimate 1: tenant-database transactions − 2xx responses − sessions opened (each opening runs one `SELECT 1`; ± the requests in flight when the load stopped)",
+      databaseOnly((_, m) => `${m.tenantXacts} − ${m.ok} − ${m.sessionsOpened} = ${contextsOpened(m)}`)
+    ),
+    detail(
+      "contexts open at the start / at the end (tenant databases connected, first / last sample)",
+      databaseOnly((_, m) => `${m.openAtStart} / ${m.openAtEnd}`)
+    ),
+    detail(
+      "contexts closed during the run (open at start + opened (estimate 1) − open at end)",
+      databaseOnly((_, m) => String(m.openAtStart + contextsOpened(m) - m.openAtEnd))
+    ),
+    detail("cross-check: pools seen opening in the 100 ms samples (a lower bound)", databaseOnly((_, m) => String(m.poolAppearances))),
+    detail("tenant-data transactions (per request)", (_, m) => `${m.tenantXacts} (${perRequest(m.tenantXacts, m)})`),
+    detail(
+      "platform-database transactions (per request): placement reads of contexts opened, account-cache misses",
+      (_, m) => `${m.platformXacts} (${perRequest(m.platformXacts, m)})`
+    ),
+    detail("tenant-data sessions opened (pg_stat_database.sessions)", (_, m) => String(m.sessionsOpened)),
+    detail(
+      "tenant-data counters read",
+      (_, m) => (m.countersAfterStop ? "after the server stopped" : `${settings.settle} s after the run`)
+    ),
+    detail("server CPU (cores) / µs per request", (_, m) => `${fmt(m.cpuCores, 2)} / ${fmt(m.cpuUsPerRequest)}`),
+    detail("peak RSS (MiB)", (_, m) => fmt(m.peakRssMiB)),
+    detail("machine busy % before / during", (_, m) => `${fmt(m.busyBefore * 100)} / ${fmt(m.machineBusy * 100)}`),
+    detail("load generator / PostgreSQL / other processes CPU (cores)", (_, m) => `${fmt(m.loaderCores, 2)} / ${fmt(m.postgresCores, 2)} / ${fmt(m.otherCores, 2)}`),
+    detail("server warning/error log lines during the run", (_, m) => String(m.warnings)),
+    detail(
+      "platform statements seen running (pg_stat_activity every 20 ms; the most seen)",
+      (_, m) =>
+        m.platformStatements.length === 0
+          ? `none in ${m.platformSamples} samples`
+          : m.platformStatements.map(([text, n]) => `${n} × \`${text.replaceAll("|", "\\|").replaceAll("`", "'")}…\``).join("<br>")
+    ),
+    ...all.flatMap(({ f, m }) =>
+      m.warningExamples.map((w) => `- ${column(f, m)}: \`${w.slice(0, 200).replaceAll("`", "'")}\``)
+    ),
+    ""
+  ]
+}
+
 const renderResults = (r: {
   facts: Facts
   results: ReadonlyArray<Measured>
   memoryRun: MemoryRun | undefined
   fanout: FanoutRun | undefined
+  dense: FanoutRun | undefined
+  schemaTenants: number
+  /** What `npm run test:scale` wrote into the results file, kept. */
+  scaleSection: string | undefined
   provisionSeconds: number
   tenants: number
   engineHwm: number
@@ -786,7 +1334,6 @@ const renderResults = (r: {
   shapes: Record<string, unknown>
 }) => {
   const ratios = ratioRows(r.results)
-  const f = r.fanout
   const m = r.memoryRun
   const lines = [
     "# Benchmark results",
@@ -798,8 +1345,12 @@ const renderResults = (r: {
     `Settings: ${r.tenants} tenants × ${settings.notes} notes, ${settings.usersPerTenant} user tokens and 1 machine ` +
     `client per tenant (RS256), ${settings.connections} connections, warm-up ${settings.warmup} s, measured ` +
     `${settings.duration} s per workload, counters read ${settings.settle} s after each phase. Provisioning ` +
-    `${r.tenants} tenants through the admin API took ${r.provisionSeconds.toFixed(1)} s (4 at a time).`,
+    `${r.tenants} tenants through the admin API took ${r.provisionSeconds.toFixed(1)} s (4 at a time).` +
+    (r.schemaTenants > 0
+      ? ` As many schema tenants (as many notes and users each) for GET /v1/notes on both strategies.`
+      : ""),
     "",
+    ...targetLines(r.results, r.dense),
     "## Workloads",
     "",
     ...RESULT_HEADER,
@@ -839,39 +1390,9 @@ const renderResults = (r: {
         ""
       ]
       : []),
-    ...(f !== undefined
-      ? [
-        "## Fan-out",
-        "",
-        `${f.tenants} tenants, TENANT_CONNECTION_BUDGET=${f.budget}, TENANT_POOL_MAX=${f.poolMax} (so at most ` +
-        `${Math.floor(f.budget / f.poolMax)} tenant contexts open), GET /v1/notes?limit=20 with a random user token of ` +
-        `any tenant per request, ${settings.connections} connections, ${settings.fanoutDuration} s after a ` +
-        `${settings.warmup} s warm-up. Provisioning the extra tenants took ${f.provisionSeconds.toFixed(1)} s.`,
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        `| requests | ${f.load.requests} |`,
-        `| req/s | ${fmt(f.load.rps)} |`,
-        `| p50 / p99 / max latency | ${f.load.p50} / ${f.load.p99} / ${f.load.max} ms |`,
-        `| non-2xx (must be 0) | ${f.load.non2xx} ${f.load.non2xx === 0 ? "✓" : "✗"} |`,
-        `| connection errors / timeouts | ${f.load.errors} / ${f.load.timeouts} |`,
-        `| status codes | ${Object.entries(f.load.statusCodes).map(([c, n]) => `${c}: ${n}`).join(", ")} |`,
-        `| max concurrent connections to tenant databases (pg_stat_activity every 100 ms, ${f.samples} samples) | ${f.maxTenantConnections} ${f.maxTenantConnections <= f.budget ? "≤" : ">"} ${f.budget} ${f.maxTenantConnections <= f.budget ? "✓" : "✗"} |`,
-        `| max tenant databases connected at once (≈ contexts open) | ${f.maxTenantDatabases} |`,
-        `| tenant databases reached during the run | ${f.distinctTenantDatabases} |`,
-        `| contexts opened during the run, estimate 1: tenant-database transactions (${f.tenantXacts}) − 200 responses (${f.load.statusCodes["200"] ?? 0}) − sessions opened (${f.sessionsOpened}); each opening runs one \`SELECT 1\` (± the ${settings.connections} requests in flight when the load stopped) | ${f.contextsOpened} |`,
-        `| platform-database transactions during the run (an upper bound on contexts opened: each opening reads the tenant's placement, and any account-cache miss reads the account) | ${f.platformXacts} |`,
-        `| contexts open at the start / at the end (tenant databases connected, first / last sample) | ${f.openAtStart} / ${f.openAtEnd} |`,
-        `| contexts closed during the run (open at start + opened (estimate 1) − open at end) | ${f.openAtStart + f.contextsOpened - f.openAtEnd} |`,
-        `| tenant-database sessions opened (pg_stat_database.sessions; 1..${f.poolMax} per context) | ${f.sessionsOpened} |`,
-        `| cross-check: pools seen opening in the 100 ms samples (a lower bound) | ${f.poolAppearances} |`,
-        `| server CPU µs/req | ${fmt(f.cpuUsPerRequest)} |`,
-        `| peak RSS | ${fmt(f.peakRssMiB)} MiB |`,
-        `| server warning/error log lines during the run | ${f.warnings} |`,
-        ...f.warningExamples.map((w) => `| example | \`${w.slice(0, 200).replaceAll("|", "\\|")}\` |`),
-        ""
-      ]
-      : []),
+    ...strategyLines(r.results, r.tenants, r.schemaTenants),
+    ...fanoutLines([r.fanout, r.dense].filter((f): f is FanoutRun => f !== undefined)),
+    ...(r.scaleSection !== undefined ? [r.scaleSection, ""] : []),
     "## How it was measured",
     "",
     "- The engine runs as `node --import tsx src/main.ts` (what `npx tsx src/main.ts` runs, without the npx and tsx " +
@@ -908,7 +1429,21 @@ const renderResults = (r: {
     "`SELECT 1` (plus any `pg_cancel_backend` the engine sends for requests cut off when the load stops), read after a settle before the run and after the server has " +
     "stopped (when every backend has reported), cross-checked against platform transactions (each opening reads " +
     "the tenant's placement) and sessions opened (pg_stat_database.sessions). Both are estimates: autocannon drops " +
-    "the requests in flight when it stops, whose queries may or may not have run.",
+    "the requests in flight when it stops, whose queries may or may not have run. Tenant data is every tenant " +
+    "database and the shared database of schema tenants (`<prefix>_shared`); only client backends are counted. " +
+    "Connections of tenant pools are those logged in as a tenant's role or the shared database's gateway role " +
+    "(the budget bounds these); the engine's administrative pools (provisioning, migrations) log in as the " +
+    "administrator and are shown apart. Counters are read BENCH_STATS_SETTLE seconds after each run; the tenant " +
+    "data's of a phase's last run again after the server has stopped. Platform transactions are never read after " +
+    "a stop: an idle backend that LISTENs counts a transaction for each notification it takes in and reports them " +
+    "only when it ends, so the engine's two listening connections would add two per tenant provisioned (20,000 " +
+    "after 10,000 schema tenants) when the server stops.",
+    "- Schema fan-out: the tenants are made by the engine's own provisioning (POST /v1/admin/tenants with " +
+    "`\"strategy\": \"schema\"`, BENCH_DENSE_PROVISION_CONCURRENCY at a time), their notes written as the superuser " +
+    "into each schema. Before anything is measured every user signs in once (GET /v1/me: first logins create the " +
+    "accounts) and every tenant answers one GET /v1/notes (its context is built: a placement read and the tenant's " +
+    "layers), then BENCH_DENSE_WARMUP seconds of the random load itself: the measured runs are the steady state, in " +
+    "which the only platform reads left are the account cache's entries expiring (one minute) and being read again.",
     "",
     "## Server exits",
     "",
@@ -980,22 +1515,6 @@ const consoleTable = (results: ReadonlyArray<Measured>) => {
     ...rows.map(line),
     ...(ratioLines.length > 0 ? ["", "engine/raw: | workload | req/s | p50 | p99 | CPU/req | RSS |", ...ratioLines] : [])
   ].join("\n")
-}
-
-/** The commit, and a digest of uncommitted changes to what the server runs (others edit src/ meanwhile). */
-const sourceState = () => {
-  try {
-    const git = (...args: Array<string>) => execFileSync("git", args, { cwd: ROOT, encoding: "utf8" }).trim()
-    const commit = git("rev-parse", "--short", "HEAD")
-    const diff = git("diff", "HEAD", "--", "src", "migrations", "package.json")
-    const untracked = git("ls-files", "--others", "--exclude-standard", "--", "src", "migrations")
-    if (diff === "" && untracked === "") return `${commit}, clean`
-    const digest = createHash("sha256").update(diff).update(untracked).digest("hex").slice(0, 12)
-    const files = git("diff", "HEAD", "--name-only", "--", "src", "migrations", "package.json").split("\n").filter((l) => l !== "")
-    return `${commit} + uncommitted changes to ${files.length} files${untracked === "" ? "" : " and untracked files"} (diff sha256 ${digest})`
-  } catch {
-    return "unknown (no git)"
-  }
 }
 
 // --- main ---

@@ -7,6 +7,9 @@
  * transaction every statement is one. A backend reports its counts when it
  * goes idle, at most once a second, and what it holds back is sent about 10 s
  * later: a reading is exact only that long after the activity stopped.
+ *
+ * Tenant data is named by prefixes (`TenantData`): the tenant databases'
+ * common prefix, and the shared database of schema tenants.
  */
 import Pg from "pg"
 
@@ -14,6 +17,20 @@ export const onDatabase = (url: string, database: string) => {
   const u = new URL(url)
   u.pathname = "/" + encodeURIComponent(database)
   return u.toString()
+}
+
+/** Database names (or their beginnings) holding tenant data. */
+export type TenantData = ReadonlyArray<string>
+
+/** `WHERE` on `datname`: it starts with one of the prefixes in parameter $1. */
+const UNDER = "EXISTS (SELECT 1 FROM unnest($1::text[]) AS p(prefix) WHERE starts_with(datname, p.prefix))"
+
+export interface TenantConnections {
+  /** Every client connection to tenant data. */
+  readonly connections: number
+  /** Of those, the tenant pools' (logged in as a tenant role or the gateway, not as the administrator reading these). */
+  readonly pooled: number
+  readonly databases: ReadonlyArray<string>
 }
 
 export class DbStats {
@@ -49,31 +66,51 @@ export class DbStats {
     return Number(rows[0]?.n ?? 0)
   }
 
-  /** Transactions of every database whose name starts with `prefix`. */
-  async xactsUnder(prefix: string): Promise<number> {
+  /** Transactions of every database of tenant data. */
+  async xactsUnder(data: TenantData): Promise<number> {
     const { rows } = await this.client.query<{ n: string | null }>(
-      "SELECT sum(xact_commit + xact_rollback) AS n FROM pg_stat_database WHERE starts_with(datname, $1)",
-      [prefix]
+      `SELECT sum(xact_commit + xact_rollback) AS n FROM pg_stat_database WHERE ${UNDER}`,
+      [data]
     )
     return Number(rows[0]?.n ?? 0)
   }
 
-  /** Sessions ever established to databases whose name starts with `prefix` (pg_stat_database.sessions). */
-  async sessionsUnder(prefix: string): Promise<number> {
+  /** Sessions ever established to databases of tenant data (pg_stat_database.sessions). */
+  async sessionsUnder(data: TenantData): Promise<number> {
     const { rows } = await this.client.query<{ n: string | null }>(
-      "SELECT sum(sessions) AS n FROM pg_stat_database WHERE starts_with(datname, $1)",
-      [prefix]
+      `SELECT sum(sessions) AS n FROM pg_stat_database WHERE ${UNDER}`,
+      [data]
     )
     return Number(rows[0]?.n ?? 0)
   }
 
-  /** Connections open now to databases under `prefix`, and how many databases they reach. */
-  async connectionsUnder(prefix: string): Promise<{ connections: number; databases: ReadonlyArray<string> }> {
-    const { rows } = await this.client.query<{ datname: string; n: string }>(
-      "SELECT datname, count(*) AS n FROM pg_stat_activity WHERE starts_with(datname, $1) GROUP BY datname",
-      [prefix]
+  /**
+   * Client connections open now to tenant data, those of tenant pools among
+   * them, and the databases they reach. The engine's administrative pools
+   * (provisioning, migrations) log in as the administrator, as this reader
+   * does; tenant pools as a tenant's role or the shared database's gateway.
+   */
+  async connectionsUnder(data: TenantData): Promise<TenantConnections> {
+    const { rows } = await this.client.query<{ datname: string; n: string; pooled: string }>(
+      `SELECT datname, count(*) AS n, count(*) FILTER (WHERE usename <> current_user) AS pooled
+       FROM pg_stat_activity WHERE backend_type = 'client backend' AND ${UNDER} GROUP BY datname`,
+      [data]
     )
-    return { connections: rows.reduce((sum, row) => sum + Number(row.n), 0), databases: rows.map((row) => row.datname) }
+    return {
+      connections: rows.reduce((sum, row) => sum + Number(row.n), 0),
+      pooled: rows.reduce((sum, row) => sum + Number(row.pooled), 0),
+      databases: rows.map((row) => row.datname)
+    }
+  }
+
+  /** The statements running now on one database (other than this reader's), their text shortened. */
+  async activeStatements(database: string): Promise<ReadonlyArray<string>> {
+    const { rows } = await this.client.query<{ q: string }>(
+      `SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 200) AS q FROM pg_stat_activity
+       WHERE datname = $1 AND state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+      [database]
+    )
+    return rows.map((row) => row.q)
   }
 
   /** Client connections now: to this run's databases, and on the whole server (this reader included). */
@@ -126,9 +163,11 @@ abstract class IntervalSampler {
   }
 }
 
-/** Samples tenant-database connections on an interval: the highest count, and databases seen appearing. */
+/** Samples connections to tenant data on an interval: the highest counts, and databases seen appearing. */
 export class ConnectionSampler extends IntervalSampler {
   maxConnections = 0
+  /** The most connections of tenant pools at once (what the budget bounds). */
+  maxPooled = 0
   maxDatabases = 0
   samples = 0
   /** Times a database went from no connection to some between two samples (pools seen opening). */
@@ -141,15 +180,16 @@ export class ConnectionSampler extends IntervalSampler {
   }
   readonly distinct = new Set<string>()
 
-  constructor(private readonly stats: DbStats, private readonly prefix: string, intervalMs = 100) {
+  constructor(private readonly stats: DbStats, private readonly data: TenantData, intervalMs = 100) {
     super(intervalMs)
   }
 
   protected async sample() {
-    const { connections, databases } = await this.stats.connectionsUnder(this.prefix)
+    const { connections, databases, pooled } = await this.stats.connectionsUnder(this.data)
     this.samples++
     this.firstSample ??= databases.length
     this.maxConnections = Math.max(this.maxConnections, connections)
+    this.maxPooled = Math.max(this.maxPooled, pooled)
     this.maxDatabases = Math.max(this.maxDatabases, databases.length)
     const now = new Set(databases)
     for (const db of now) {
@@ -173,5 +213,31 @@ export class ServerConnectionSampler extends IntervalSampler {
     const { ours, total } = await this.stats.serverConnections(this.prefix)
     this.maxOurs = Math.max(this.maxOurs, ours)
     this.maxTotal = Math.max(this.maxTotal, total)
+  }
+}
+
+/**
+ * Samples the statements running on one database (the platform's): which
+ * kinds of statement its transactions are, by their first words.
+ */
+export class StatementSampler extends IntervalSampler {
+  samples = 0
+  readonly seen = new Map<string, number>()
+
+  constructor(private readonly stats: DbStats, private readonly database: string, intervalMs = 20) {
+    super(intervalMs)
+  }
+
+  protected async sample() {
+    this.samples++
+    for (const text of await this.stats.activeStatements(this.database)) {
+      const key = text.slice(0, 90)
+      this.seen.set(key, (this.seen.get(key) ?? 0) + 1)
+    }
+  }
+
+  /** The most seen, most first. */
+  top(n: number): ReadonlyArray<readonly [string, number]> {
+    return [...this.seen.entries()].sort((a, b) => b[1] - a[1]).slice(0, n)
   }
 }

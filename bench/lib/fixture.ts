@@ -1,7 +1,8 @@
 /**
- * The data a benchmark runs on: tenants provisioned through the engine's
- * admin API, a service client each, notes written straight into the tenant
- * databases, and tokens from a TestIssuer run in this process.
+ * The data a benchmark runs on: tenants (database or schema) provisioned
+ * through the engine's admin API, a service client each (or none), notes
+ * written straight into the tenants' data, and tokens from a TestIssuer run
+ * in this process.
  */
 import { Effect, Exit, Scope } from "effect"
 import Pg from "pg"
@@ -33,7 +34,14 @@ export const machineToken = (issuer: Issuer, clientId: string) =>
   mint(issuer.service.machine(clientId, { scopes: SCOPES, lifetime: TOKEN_LIFETIME }))
 
 export const tenantIdOf = (i: number) => `tn-${String(i).padStart(4, "0")}`
+/** Schema tenants: up to 99,999 of them. */
+export const schemaTenantIdOf = (i: number) => `sc-${String(i).padStart(5, "0")}`
 export const clientIdOf = (tenant: string) => `${tenant}-svc`
+
+/** Who wrote the seeded notes of a tenant provisioned without a service client. */
+const SEED_AUTHOR = "00000000-0000-4000-8000-00000000be9c"
+
+export type Strategy = "database" | "schema"
 
 const api = async (baseUrl: string, token: string, method: string, path: string, body?: unknown) => {
   const response = await fetch(baseUrl + path, {
@@ -59,33 +67,56 @@ export const forEachLimited = async <T>(items: ReadonlyArray<T>, concurrency: nu
 
 export interface ProvisionedTenant {
   readonly id: string
-  readonly clientId: string
-  readonly machineAccountId: string
+  readonly strategy: Strategy
+  /** Its service client, when one was registered. */
+  readonly clientId: string | undefined
+  /** The client's account (the author of the seeded notes), when a client was registered. */
+  readonly machineAccountId: string | undefined
 }
 
-/** POST /v1/admin/tenants and POST /v1/admin/tenants/{id}/clients for each id. */
+export interface ProvisionOptions {
+  /** Sent as the request's `strategy`; the response's placement must say the same. */
+  readonly strategy: Strategy
+  /** Register a service client per tenant (machine tokens); default true. */
+  readonly clients?: boolean
+  readonly onProgress?: (done: number) => void
+}
+
+/** POST /v1/admin/tenants (and POST /v1/admin/tenants/{id}/clients) for each id. */
 export const provisionTenants = async (
   baseUrl: string,
   admin: string,
   ids: ReadonlyArray<string>,
   concurrency: number,
-  onProgress?: (done: number) => void
+  options: ProvisionOptions
 ): Promise<Array<ProvisionedTenant>> => {
   const out: Array<ProvisionedTenant> = []
   let done = 0
   await forEachLimited(ids, concurrency, async (id) => {
-    const created = await api(baseUrl, admin, "POST", "/v1/admin/tenants", { id, name: `Bench tenant ${id}` })
-    if (created.status !== 201) throw new Error(`creating tenant ${id}: ${created.status} ${JSON.stringify(created.body)}`)
-    const clientId = clientIdOf(id)
-    const client = await api(baseUrl, admin, "POST", `/v1/admin/tenants/${id}/clients`, {
-      clientId,
-      displayName: `Bench client of ${id}`
+    const created = await api(baseUrl, admin, "POST", "/v1/admin/tenants", {
+      id,
+      name: `Bench tenant ${id}`,
+      strategy: options.strategy
     })
-    if (client.status !== 201) throw new Error(`registering ${clientId}: ${client.status} ${JSON.stringify(client.body)}`)
-    const accountId = (client.body as { accountId?: unknown }).accountId
-    if (typeof accountId !== "string") throw new Error(`registering ${clientId}: no accountId in ${JSON.stringify(client.body)}`)
-    out.push({ id, clientId, machineAccountId: accountId })
-    onProgress?.(++done)
+    if (created.status !== 201) throw new Error(`creating tenant ${id}: ${created.status} ${JSON.stringify(created.body)}`)
+    const placement = (created.body as { placement?: { strategy?: unknown } } | undefined)?.placement
+    if (placement?.strategy !== options.strategy) {
+      throw new Error(`tenant ${id} was made with placement ${JSON.stringify(placement)}, not ${options.strategy}`)
+    }
+    if (options.clients === false) {
+      out.push({ id, strategy: options.strategy, clientId: undefined, machineAccountId: undefined })
+    } else {
+      const clientId = clientIdOf(id)
+      const client = await api(baseUrl, admin, "POST", `/v1/admin/tenants/${id}/clients`, {
+        clientId,
+        displayName: `Bench client of ${id}`
+      })
+      if (client.status !== 201) throw new Error(`registering ${clientId}: ${client.status} ${JSON.stringify(client.body)}`)
+      const accountId = (client.body as { accountId?: unknown }).accountId
+      if (typeof accountId !== "string") throw new Error(`registering ${clientId}: no accountId in ${JSON.stringify(client.body)}`)
+      out.push({ id, strategy: options.strategy, clientId, machineAccountId: accountId })
+    }
+    options.onProgress?.(++done)
   })
   return out
 }
@@ -97,10 +128,18 @@ const onDatabase = (adminUrl: string, database: string) => {
   return url.toString()
 }
 
+const SEED = (table: string) =>
+  `INSERT INTO ${table} (title, body, created_by, created_at, updated_at)
+   SELECT 'Note ' || g, repeat('Lorem ipsum dolor sit amet. ', 6) || g, $1::uuid,
+          date_trunc('milliseconds', now()) - g * interval '1 second',
+          date_trunc('milliseconds', now()) - g * interval '1 second'
+   FROM generate_series(1, $2::int) g`
+
 /**
  * `count` notes per tenant, written as the superuser straight into each
- * tenant's database (named by the platform's `tenants` row), one statement per
- * tenant, newest a second apart, created by the tenant's machine account.
+ * tenant's data (where the platform's `tenants` row places it: its own
+ * database, or its schema in the shared database), one statement per tenant,
+ * newest a second apart, created by the tenant's machine account.
  */
 export const seedNotes = async (
   adminUrl: string,
@@ -111,26 +150,54 @@ export const seedNotes = async (
 ) => {
   const platform = new Pg.Client({ connectionString: onDatabase(adminUrl, platformDatabase) })
   await platform.connect()
-  const { rows } = await platform.query<{ id: string; db_name: string }>("SELECT id, db_name FROM tenants")
+  const { rows } = await platform.query<{ id: string; db_strategy: Strategy; db_name: string; db_schema: string | null }>(
+    "SELECT id, db_strategy, db_name, db_schema FROM tenants"
+  )
   await platform.end()
-  const dbNames = new Map(rows.map((row) => [row.id, row.db_name]))
-  await forEachLimited(tenants, concurrency, async (tenant) => {
-    const dbName = dbNames.get(tenant.id)
-    if (dbName === undefined) throw new Error(`tenant ${tenant.id} is not in the platform database`)
-    const client = new Pg.Client({ connectionString: onDatabase(adminUrl, dbName) })
+  const placements = new Map(rows.map((row) => [row.id, row]))
+  const placementOf = (tenant: ProvisionedTenant) => {
+    const placement = placements.get(tenant.id)
+    if (placement === undefined) throw new Error(`tenant ${tenant.id} is not in the platform database`)
+    if (placement.db_strategy !== tenant.strategy) throw new Error(`tenant ${tenant.id} is a ${placement.db_strategy} tenant`)
+    return placement
+  }
+  const author = (tenant: ProvisionedTenant) => tenant.machineAccountId ?? SEED_AUTHOR
+  // Database tenants: a connection to each database.
+  await forEachLimited(tenants.filter((t) => t.strategy === "database"), concurrency, async (tenant) => {
+    const client = new Pg.Client({ connectionString: onDatabase(adminUrl, placementOf(tenant).db_name) })
     await client.connect()
     try {
-      await client.query(
-        `INSERT INTO notes (title, body, created_by, created_at, updated_at)
-         SELECT 'Note ' || g, repeat('Lorem ipsum dolor sit amet. ', 6) || g, $1::uuid,
-                date_trunc('milliseconds', now()) - g * interval '1 second',
-                date_trunc('milliseconds', now()) - g * interval '1 second'
-         FROM generate_series(1, $2::int) g`,
-        [tenant.machineAccountId, count]
-      )
+      await client.query(SEED("notes"), [author(tenant), count])
     } finally {
       await client.end()
     }
   })
-  return dbNames
+  // Schema tenants: a few connections to their shared database, a statement per schema.
+  const bySchema = tenants.filter((t) => t.strategy === "schema")
+  const byDatabase = new Map<string, Array<{ tenant: ProvisionedTenant; schema: string }>>()
+  for (const tenant of bySchema) {
+    const placement = placementOf(tenant)
+    if (placement.db_schema === null) throw new Error(`schema tenant ${tenant.id} has no schema`)
+    byDatabase.set(placement.db_name, [...(byDatabase.get(placement.db_name) ?? []), { tenant, schema: placement.db_schema }])
+  }
+  for (const [database, items] of byDatabase) {
+    const clients = await Promise.all(
+      Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+        const client = new Pg.Client({ connectionString: onDatabase(adminUrl, database) })
+        await client.connect()
+        return client
+      })
+    )
+    try {
+      let next = 0
+      await Promise.all(clients.map(async (client) => {
+        while (next < items.length) {
+          const { schema, tenant } = items[next++]!
+          await client.query(SEED(`${client.escapeIdentifier(schema)}.notes`), [author(tenant), count])
+        }
+      }))
+    } finally {
+      await Promise.all(clients.map((client) => client.end()))
+    }
+  }
 }

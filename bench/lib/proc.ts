@@ -22,6 +22,14 @@ export const cpuSeconds = (pid: number): number => {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
 }
 
+/** User + system CPU seconds of this process's children that have ended and been waited for. */
+export const endedChildrenCpuSeconds = (): number => {
+  const stat = readFileSync("/proc/self/stat", "utf8")
+  // cutime is field 16, cstime 17.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS
+}
+
 export interface MemoryReading {
   /** Resident set size now, MiB. */
   readonly rssMiB: number
@@ -95,9 +103,9 @@ export class RssSampler {
   }
 }
 
-/** CPU seconds of every process whose command name is `comm` (e.g. all PostgreSQL backends), now. */
-export const cpuSecondsOfCommand = (comm: string): number => {
-  let total = 0
+/** CPU seconds of each process whose command name is `comm` (e.g. every PostgreSQL backend), now, by pid. */
+export const cpuByPidOfCommand = (comm: string): ReadonlyMap<number, number> => {
+  const byPid = new Map<number, number>()
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue
     try {
@@ -105,11 +113,23 @@ export const cpuSecondsOfCommand = (comm: string): number => {
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"))
       if (name !== comm) continue
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      total += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+      byPid.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS)
     } catch {
       // gone meanwhile
     }
   }
+  return byPid
+}
+
+/**
+ * CPU seconds `comm` processes took since `before` (a cpuByPidOfCommand
+ * reading): what each process still running used since then, all of it for
+ * those started since. A process that ended meanwhile takes its time with it,
+ * so this is a lower bound; it is never below zero.
+ */
+export const cpuOfCommandSince = (comm: string, before: ReadonlyMap<number, number>): number => {
+  let total = 0
+  for (const [pid, seconds] of cpuByPidOfCommand(comm)) total += Math.max(0, seconds - (before.get(pid) ?? 0))
   return total
 }
 
