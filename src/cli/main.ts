@@ -45,4 +45,10 @@ cli(process.argv).pipe(
   ),
   Effect.provide(NodeContext.layer),
   Effect.runPromiseExit
-).then((exit) => process.exit(Exit.isSuccess(exit) ? 0 : 1))
+).then((exit) => {
+  // A pipe takes writes asynchronously: exiting at once cut long output
+  // (`migrate --status --json` over 10,000 tenants) short. Exit once both
+  // streams have flushed what was written before.
+  const code = Exit.isSuccess(exit) ? 0 : 1
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)))
+})
