@@ -699,6 +699,21 @@ const measureFanout = async (
   return m
 }
 
+/** Each workload of a fan-out in turn; the last one stops the server before its counters are read. */
+const measureFanouts = async (
+  env: Env,
+  ctx: Context,
+  engine: ServerProcess,
+  workloads: ReadonlyArray<Workload>,
+  o: { readonly warmup: number; readonly duration: number }
+): Promise<Array<FanoutMeasure>> => {
+  const runs: Array<FanoutMeasure> = []
+  for (const [i, w] of workloads.entries()) {
+    runs.push(await measureFanout(env, ctx, engine, w, { ...o, last: i === workloads.length - 1 }))
+  }
+  return runs
+}
+
 /** Each database tenant's contexts opened during a run, estimated from PostgreSQL's counters (see "How it was measured"). */
 const contextsOpened = (m: FanoutMeasure) => m.tenantXacts - m.ok - m.sessionsOpened
 
@@ -843,15 +858,10 @@ const fullRun = async (env: Env, facts: Facts) => {
     // Quiet first, then sign in: the account cache (1 minute) should be warm when the first run starts.
     await waitForQuiet("engine-fanout")
     preparation.push({ step: `sign in ${all.length} users once (GET /v1/me, 8 at a time)`, seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/me", fanTokens, 8)) })
-    const runs: Array<FanoutMeasure> = []
-    const workloads = fanoutWorkloads(all.length, fanTokens)
-    for (const [i, w] of workloads.entries()) {
-      runs.push(await measureFanout(env, ctx, engine, w, {
-        warmup: settings.warmup,
-        duration: settings.fanoutDuration,
-        last: i === workloads.length - 1
-      }))
-    }
+    const runs = await measureFanouts(env, ctx, engine, fanoutWorkloads(all.length, fanTokens), {
+      warmup: settings.warmup,
+      duration: settings.fanoutDuration
+    })
     fanout = {
       strategy: "database",
       tenants: all.length,
@@ -912,15 +922,10 @@ const fullRun = async (env: Env, facts: Facts) => {
       step: "one GET /v1/notes?limit=20 per tenant (16 at a time): builds every tenant's context",
       seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/notes?limit=20", denseTokens, 16))
     })
-    const runs: Array<FanoutMeasure> = []
-    const workloads = fanoutWorkloads(all.length, denseTokens)
-    for (const [i, w] of workloads.entries()) {
-      runs.push(await measureFanout(env, ctx, engine, w, {
-        warmup: settings.denseWarmup,
-        duration: settings.denseDuration,
-        last: i === workloads.length - 1
-      }))
-    }
+    const runs = await measureFanouts(env, ctx, engine, fanoutWorkloads(all.length, denseTokens), {
+      warmup: settings.denseWarmup,
+      duration: settings.denseDuration
+    })
     dense = {
       strategy: "schema",
       tenants: all.length,

@@ -47,7 +47,7 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
               }),
               maxConnections: options.connections,
               acquireTimeout: options.acquireTimeout,
-              applicationName: `tenant-engine/shared`
+              applicationName: "tenant-engine/shared"
             }),
           catch: (cause) => cause
         }).pipe(
