@@ -32,7 +32,6 @@ import { join } from "node:path"
 import Pg from "pg"
 import notesMigration from "../migrations/tenant/0001_notes.js"
 import { NoteService } from "../src/notes/NoteService.js"
-import { PlatformDb } from "../src/platform/PlatformDb.js"
 import { TenantStrategy } from "../src/tenancy/Tenant.js"
 import { TenancyConfig } from "../src/tenancy/TenancyConfig.js"
 import { TenantContexts, withTenant } from "../src/tenancy/TenantContexts.js"
@@ -46,6 +45,7 @@ import { onDatabase } from "./lib/dbstats.js"
 import { cpuByPidOfCommand, cpuOfCommandSince, endedChildrenCpuSeconds, machineBusy, machineBusySeconds, machineCpu } from "./lib/proc.js"
 import { SCALE_HEADING, sourceState, writeSection } from "./lib/report.js"
 import { ROOT } from "./lib/servers.js"
+import { tenancyWith } from "../src/PlatformLive.js"
 
 const adminUrl = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
 const positive = (name: string, fallback: number) => {
@@ -80,10 +80,7 @@ const namespace = makeNamespace()
 // all, half of them for the shared pool of schema tenants, 10,000 schema contexts.
 const BUDGET = 80
 const POOL_MAX = 4
-const Scale = TenantMigrator.layer.pipe(
-  Layer.provideMerge(TenantContexts.layer),
-  Layer.provideMerge(TenantDatabases.layer),
-  Layer.provideMerge(Layer.merge(PlatformDb.layer, Migrations)),
+const Scale = tenancyWith(Migrations).pipe(
   Layer.provideMerge(
     testConfig({
       adminUrl,

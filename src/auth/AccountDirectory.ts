@@ -1,11 +1,10 @@
-import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import { domainToASCII } from "node:url"
-import { FOREIGN_KEY_VIOLATION, sqlState } from "../db/SqlErrors.js"
+import { FOREIGN_KEY_VIOLATION, orDie, sqlState } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
+import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { TenantNotFound, TenantSuspended } from "../tenancy/TenancyErrors.js"
 import { boundedText, Tenant } from "../tenancy/Tenant.js"
-import { makeAccountInvalidations } from "./AccountInvalidations.js"
 import { AuthConfig } from "./AuthConfig.js"
 import { AccountDisabled, ClientDisabled, NoTenant, TenantMismatch, UnknownClient } from "./AuthErrors.js"
 import {
@@ -66,7 +65,7 @@ export type MachineLookupError = UnknownClient | ClientDisabled | AccountDisable
  * dropped what it changed; changes made around the directories (a tenant
  * suspended through TenantDatabases, plain SQL) reach them through the
  * platform tables' triggers, within milliseconds. While a directory is not
- * sure it receives these, it does not use its cache (AccountInvalidations).
+ * sure it receives these, it does not use its cache (PlatformNotifications).
  */
 export class AccountDirectory extends Context.Tag("tenant-engine/AccountDirectory")<AccountDirectory, {
   /** The user's account; created on first sight in the tenant the token or the email domain names. */
@@ -100,7 +99,7 @@ export class AccountDirectory extends Context.Tag("tenant-engine/AccountDirector
   readonly invalidateTenant: (tenantId: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<DirectoryStats>
 }>() {
-  static readonly layer: Layer.Layer<AccountDirectory, never, PlatformDb | AuthConfig> = Layer.scoped(
+  static readonly layer: Layer.Layer<AccountDirectory, never, PlatformDb | PlatformNotifications | AuthConfig> = Layer.scoped(
     AccountDirectory,
     Effect.suspend(() => make)
   )
@@ -224,12 +223,6 @@ class EntryCache {
 const userKey = (issuer: string, subject: string) => `u\u0000${issuer}\u0000${subject}`
 const clientKey = (clientId: string) => `c\u0000${clientId}`
 
-/** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
-const orDie = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.catchIf(effect, isSqlError, Effect.die)
-
-const isSqlError = <E>(error: E): error is Extract<E, SqlError> =>
-  typeof error === "object" && error !== null && "_tag" in error && error._tag === "SqlError"
-
 const ClientIdText = boundedText(1, 200).pipe(
   Schema.filter((s) => !/[\u0000-\u001f\u007f]/.test(s) || "must not contain control characters")
 )
@@ -257,26 +250,23 @@ const make = Effect.gen(function*() {
   const cache = new EntryCache(config.accountCacheCapacity, Duration.toMillis(config.accountCacheTtl))
   const counters = { hits: 0, misses: 0 }
 
-  const invalidations = yield* makeAccountInvalidations({
-    platform,
-    heartbeat: config.invalidationHeartbeat ?? Duration.seconds(10),
-    invalidate: (kind, value) => {
-      switch (kind) {
-        case "tenant":
-          return cache.deleteWhere((_, entry) => entry.tenant.id === value)
-        case "account":
-          return cache.deleteWhere((_, entry) => entry.account.id === value)
-        case "client":
-          return cache.deleteWhere((key) => key === clientKey(value))
-        default:
-          // A message this version does not know: dropping everything is always safe.
-          return cache.clear()
-      }
-    },
-    // Invalidations may have been missed while no listener was connected.
-    invalidateAll: () => cache.clear()
+  const notifications = yield* PlatformNotifications
+  yield* notifications.subscribe({
+    changed: (change) =>
+      Effect.sync(() => {
+        switch (change.kind) {
+          case "tenant":
+            return cache.deleteWhere((_, entry) => entry.tenant.id === change.id)
+          case "account":
+            return cache.deleteWhere((_, entry) => entry.account.id === change.id)
+          case "client":
+            return cache.deleteWhere((key) => key === clientKey(change.id))
+        }
+      }),
+    // Changes may have been missed while no connection was listening.
+    reset: Effect.sync(() => cache.clear())
   })
-  const { change } = invalidations
+  const { change } = notifications
 
   // --- look-ups ---
 
@@ -284,7 +274,7 @@ const make = Effect.gen(function*() {
     Effect.suspend(() => {
       const now = Date.now()
       // Without a proven listener, another process's change could go unseen: no cache then.
-      const hit = invalidations.listening() ? cache.get(key, now) : undefined
+      const hit = notifications.listening() ? cache.get(key, now) : undefined
       if (hit !== undefined) {
         counters.hits++
         return Effect.succeed(hit)
@@ -293,7 +283,7 @@ const make = Effect.gen(function*() {
       const generation = cache.generation
       return Effect.tap(lookup, (entry) =>
         Effect.sync(() => {
-          if (invalidations.listening() && cache.generation === generation) cache.set(key, entry, now)
+          if (notifications.listening() && cache.generation === generation) cache.set(key, entry, now)
         }))
     })
 
@@ -413,7 +403,7 @@ const make = Effect.gen(function*() {
       yield* validate(ClientIdText, clientId, "a client id")
       yield* validate(DisplayNameText, displayName, "a display name")
       const row = yield* change(
-        (row: ClientRow) => `client:${row.client_id}`,
+        (row: ClientRow) => ({ kind: "client", id: row.client_id }),
         Effect.gen(function*() {
           // Locked so that the tenant cannot be deleted under the new client.
           yield* requireTenant(tenantId, true)
@@ -443,7 +433,7 @@ const make = Effect.gen(function*() {
 
   const disableClient = (tenantId: string, clientId: string) =>
     change(
-      (row: ClientRow) => `client:${row.client_id}`,
+      (row: ClientRow) => ({ kind: "client", id: row.client_id }),
       Effect.gen(function*() {
         const rows = yield* platform<ClientRow>`
           UPDATE service_clients SET disabled_at = coalesce(disabled_at, now())
@@ -461,7 +451,7 @@ const make = Effect.gen(function*() {
         return yield* new InvalidDomain({ message: `${JSON.stringify(domain.slice(0, 260))} is not a domain name` })
       }
       const row = yield* change(
-        (row: DomainRow) => `tenant:${row.tenant_id}`,
+        (row: DomainRow) => ({ kind: "tenant", id: row.tenant_id }),
         Effect.gen(function*() {
           yield* requireTenant(tenantId, true)
           const rows = yield* platform<DomainRow>`
@@ -486,7 +476,7 @@ const make = Effect.gen(function*() {
   const disableAccount = (accountId: string) =>
     UUID.test(accountId)
       ? change(
-        () => `account:${accountId}`,
+        () => ({ kind: "account", id: accountId }),
         Effect.flatMap(
           platform`UPDATE accounts SET disabled_at = coalesce(disabled_at, now()) WHERE id = ${accountId} RETURNING id`,
           (rows) =>
@@ -495,7 +485,7 @@ const make = Effect.gen(function*() {
       )
       : Effect.fail(new AccountNotFound({ message: `no account ${accountId}` }))
 
-  const invalidateTenant = (tenantId: string) => change(() => `tenant:${tenantId}`, Effect.void)
+  const invalidateTenant = (tenantId: string) => change(() => ({ kind: "tenant", id: tenantId }), Effect.void)
 
   return AccountDirectory.of({
     user: (identity) =>
@@ -518,6 +508,6 @@ const make = Effect.gen(function*() {
     listDomains,
     disableAccount,
     invalidateTenant,
-    stats: Effect.sync(() => ({ ...counters, size: cache.size, listening: invalidations.listening() }))
+    stats: Effect.sync(() => ({ ...counters, size: cache.size, listening: notifications.listening() }))
   })
 })

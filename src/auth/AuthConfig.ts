@@ -29,12 +29,6 @@ export class AuthConfig extends Context.Tag("tenant-engine/AuthConfig")<AuthConf
    * known ones stay in use (default 10 minutes).
    */
   readonly jwksMaxAge?: Duration.Duration | undefined
-  /**
-   * How often the account directory checks that its LISTEN connection still
-   * delivers invalidations (default 10 seconds); while it does not, the cache
-   * is bypassed.
-   */
-  readonly invalidationHeartbeat?: Duration.Duration | undefined
 }>() {}
 
 /** Public-key JWS algorithms; symmetric ones (HS*) and `none` can never be allowed. */

@@ -1,21 +1,13 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import type { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope, Stream } from "effect"
-import Pg from "pg"
-import { PlatformDb } from "../platform/PlatformDb.js"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
+import { PlatformNotifications } from "../platform/PlatformNotifications.js"
+import { makeSharedPools, SharedPools } from "./SharedPools.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import { type TenantNotFound, type TenantSuspended, TenantUnavailable } from "./TenancyErrors.js"
+import type { TenantStrategy } from "./Tenant.js"
 import { TenantDatabases } from "./TenantDatabases.js"
 import { type TenantServices, TenantServicesLive } from "./TenantServices.js"
-import { makeSharedPools, SharedPools } from "./SharedPools.js"
-import type { TenantStrategy } from "./Tenant.js"
 import { TenantSession } from "./TenantSession.js"
-
-/**
- * The channel on which a tenant's change of status, migration state or
- * existence is announced (by a trigger on `tenants`, migration 0003).
- */
-export const TENANT_CHANGES = "tenant_engine_tenants"
 
 export type TenantContextError = TenantNotFound | TenantSuspended | TenantUnavailable
 
@@ -40,15 +32,19 @@ export interface TenantContextStats {
  * given back however the work that held it ends. An unreferenced context
  * closes after the idle time, or earlier when its room is needed.
  *
- * Bounds: connections are counted from when a pool starts opening to when it
- * has closed, so pools never hold more than the budget. A database tenant's
- * context takes `maxConnectionsPerTenant` of it. The first schema tenant's
- * context takes `sharedPoolConnections` for the shared pool, which then stays
- * open; schema tenants' contexts hold no connection and are bounded by count
- * (`maxContexts`). When a bound is reached the least recently used idle
- * context of the kind that frees room is closed, or the caller waits. An
- * invalidated context leaves the cache at once (the next caller builds a new
- * one) and closes when its last holder is done.
+ * Room is permits of two semaphores, taken when a context opens and given
+ * back by its scope once its pool has closed, so pools never hold more than
+ * the budget: a database tenant's context takes `maxConnectionsPerTenant`
+ * permits of the connection budget; the shared pool takes
+ * `sharedPoolConnections` of them when the first schema context opens, and
+ * keeps them; a schema tenant's context takes one place of `maxContexts`.
+ * Without room, the least recently used idle context holding that kind of
+ * room is closed, or the caller waits (an idle one closes at once while
+ * someone waits for its room) until `acquireTimeout`, then gets 503.
+ *
+ * A change of a tenant announced on the platform's notifications (another
+ * process, the CLI, SQL) drops its context at once: the next caller builds a
+ * new one, or is refused; the old one closes when its last holder is done.
  */
 export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<TenantContexts, {
   /** Runs `f` with a reference to the tenant's built context, given back when it ends. */
@@ -64,29 +60,9 @@ export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<
   readonly drain: (tenantId: string, timeout: Duration.DurationInput) => Effect.Effect<void>
   readonly stats: Effect.Effect<TenantContextStats>
 }>() {
-  static readonly layer = Layer.scoped(TenantContexts, Effect.suspend(() => make)).pipe(
-    Layer.provide(Reactivity.layer)
-  )
+  static readonly layer: Layer.Layer<TenantContexts, never, TenancyConfig | TenantDatabases | PlatformNotifications> =
+    Layer.scoped(TenantContexts, Effect.suspend(() => make)).pipe(Layer.provide(Reactivity.layer))
 }
-
-/** The platform database's connection settings, for a plain `pg` client. */
-const listenerConfig = (config: PgClient.PgClientConfig): Pg.ClientConfig => ({
-  ...(config.url !== undefined
-    ? { connectionString: Redacted.value(config.url) }
-    : {
-      host: config.host,
-      port: config.port,
-      user: config.username,
-      password: config.password === undefined ? undefined : Redacted.value(config.password),
-      database: config.database
-    }),
-  ...(config.ssl !== undefined ? { ssl: config.ssl } : {}),
-  application_name: "tenant-engine/tenant-changes",
-  // A server that does not answer is retried rather than waited for (shutdown waits for a connect).
-  connectionTimeoutMillis: 5_000,
-  // A connection that went silent (no reset) is noticed too.
-  keepAlive: true
-})
 
 /** Runs an effect inside a tenant's context, holding a reference only while it runs. */
 export const withTenant = (tenantId: string) =>
@@ -95,163 +71,178 @@ export const withTenant = (tenantId: string) =>
 ): Effect.Effect<A, E | TenantContextError, Exclude<R, TenantServices> | TenantContexts> =>
   Effect.flatMap(TenantContexts, (contexts) => contexts.use(tenantId, (context) => Effect.provide(effect, context)))
 
+/**
+ * Where an entry is in its life:
+ * - `opening`: its placement, room and layers are being built (callers await `built`);
+ * - `open`: cached and built, handed out by the fast path;
+ * - `retired`: out of the cache (invalidated, evicted, idle, failed), closes when its last reference goes;
+ * - `closing`: its scope is closing: the pool ends, then its room is given back, then `closed` completes.
+ */
+type Phase = "opening" | "open" | "retired" | "closing"
+
 /** One tenant's context: built once, shared by every request of the tenant while it is cached. */
 interface Entry {
   readonly tenantId: string
-  /** Known once its placement is: what its room is counted in. */
+  phase: Phase
+  /** Known once its placement is: the kind of room it holds. */
   strategy: TenantStrategy | undefined
-  /** Owns the pool and the slot; closing it closes both. */
-  readonly scope: Scope.CloseableScope
-  readonly built: Deferred.Deferred<Context.Context<TenantServices>, TenantContextError>
   /** Set once built: what the fast path hands out. */
   context: Context.Context<TenantServices> | undefined
   references: number
   lastUsed: number
-  /** Out of the cache (invalidated, evicted, idle, failed): closes when its last reference goes. */
-  retired: boolean
-  closing: boolean
+  /** Owns the build, the room and the layers; closing it closes them in reverse order. */
+  readonly scope: Scope.CloseableScope
+  readonly built: Deferred.Deferred<Context.Context<TenantServices>, TenantContextError>
+  readonly closed: Deferred.Deferred<void>
+}
+
+/** A kind of room: permits of a semaphore, freed by closing contexts of one strategy. */
+interface Room {
+  readonly permits: Effect.Semaphore
+  readonly freedBy: TenantStrategy
+  /** Callers waiting for permits now: an idle context of `freedBy` closes at once while there are any. */
+  waiting: number
 }
 
 const make = Effect.gen(function*() {
   const config = yield* TenancyConfig
   const databases = yield* TenantDatabases
-  const platform = yield* PlatformDb
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
   const idleMillis = Duration.toMillis(config.idleTimeout)
 
-  /** Connections taken from the budget. */
-  let connections = 0
-  let open = 0
-  let schemaOpen = 0
+  const connections: Room = {
+    permits: yield* Effect.makeSemaphore(config.connectionBudget),
+    freedBy: "database",
+    waiting: 0
+  }
+  const schemaPlaces: Room = { permits: yield* Effect.makeSemaphore(config.maxContexts), freedBy: "schema", waiting: 0 }
+  /** The cached entry of each tenant. */
+  const cache = new Map<string, Entry>()
+  /** Every entry not yet closed, cached or retired: for drain, eviction, stats and shutdown. */
+  const live = new Set<Entry>()
   let opened = 0
   let closed = 0
-  /** The cached context of each tenant. */
-  const cache = new Map<string, Entry>()
-  /** Every context not yet closed, cached or retired: for drain, eviction and shutdown. */
-  const live = new Set<Entry>()
-  // Completed (and replaced) whenever a slot may have become free, if anyone waits.
-  let roomChanged = yield* Deferred.make<void>()
-  let waiting = 0
-  const signalRoom = Effect.suspend(() => {
-    if (waiting === 0) return Effect.void
-    const previous = roomChanged
-    return Effect.flatMap(Deferred.make<void>(), (next) => {
-      roomChanged = next
-      return Deferred.succeed(previous, undefined)
-    })
-  })
-  /** Waits until a slot may have become free, or `millis` have passed. */
-  const awaitRoom = (millis: number) =>
+  let sharedConnections = 0
+
+  // --- the entry's transitions ---
+
+  const take = (entry: Entry) => {
+    entry.references++
+    entry.lastUsed = Date.now()
+  }
+
+  /** Given back; the last reference of a retired entry closes it, of an idle one someone waits for room of too. */
+  const release = (entry: Entry): Effect.Effect<void> =>
     Effect.suspend(() => {
-      waiting++
-      return Deferred.await(roomChanged).pipe(
-        Effect.timeout(millis),
-        Effect.ignore,
-        Effect.ensuring(Effect.sync(() => waiting--))
-      )
+      entry.references--
+      entry.lastUsed = Date.now()
+      if (entry.references > 0) return Effect.void
+      if (entry.phase === "retired") return close(entry)
+      return entry.phase === "open" && roomOf(entry).waiting > 0 ? retire(entry) : Effect.void
     })
 
-  /** Takes the entry out of the cache; closes it now if nobody holds it. */
+  /** opening → open, unless it was retired meanwhile. */
+  const built = (entry: Entry, context: Context.Context<TenantServices>) => {
+    entry.context = context
+    if (entry.phase === "opening") entry.phase = "open"
+  }
+
+  /** opening | open → retired: out of the cache; closed now if nobody holds it. */
   const retire = (entry: Entry): Effect.Effect<void> =>
     Effect.suspend(() => {
-      entry.retired = true
+      if (entry.phase === "retired" || entry.phase === "closing") return Effect.void
+      entry.phase = "retired"
       if (cache.get(entry.tenantId) === entry) cache.delete(entry.tenantId)
       return entry.references === 0 ? close(entry) : Effect.void
     })
 
+  /** retired → closing: returns once the pool has ended and the room is back. */
   const close = (entry: Entry): Effect.Effect<void> =>
     Effect.suspend(() => {
-      if (entry.closing) return Effect.void
-      entry.closing = true
+      if (entry.phase === "closing") return Deferred.await(entry.closed)
+      entry.phase = "closing"
       return Scope.close(entry.scope, Exit.void)
     })
 
-  /** Room that opening something takes: connections of the budget, or a schema tenant's place in the count. */
-  type Room = { readonly connections: number } | "schema context"
+  // --- room ---
 
-  const fits = (room: Room) =>
-    room === "schema context"
-      ? schemaOpen < config.maxContexts
-      : connections + room.connections <= config.connectionBudget
+  const roomOf = (entry: Entry) => (entry.strategy === "schema" ? schemaPlaces : connections)
 
-  const takeRoom = (room: Room) => {
-    if (room === "schema context") schemaOpen++
-    else connections += room.connections
+  /** The least recently used idle (built, unreferenced) context of a strategy. */
+  const leastRecentlyUsedIdle = (strategy: TenantStrategy) => {
+    let idle: Entry | undefined
+    for (const entry of live) {
+      if (
+        entry.phase === "open" && entry.strategy === strategy && entry.references === 0 &&
+        (idle === undefined || entry.lastUsed < idle.lastUsed)
+      ) idle = entry
+    }
+    return idle
   }
 
-  const giveRoom = (room: Room) =>
-    Effect.zipRight(
-      Effect.sync(() => {
-        if (room === "schema context") schemaOpen--
-        else connections -= room.connections
-      }),
-      signalRoom
-    )
+  const hasRoom = (room: Room, permits: number) =>
+    Effect.map(room.permits.withPermitsIfAvailable(permits)(Effect.void), Option.isSome)
+
+  const unavailable = () =>
+    new TenantUnavailable({ message: "every tenant connection is in use; try again shortly", retryAfterSeconds: 1 })
 
   /**
-   * Takes room, closing the least recently used idle context whose going
-   * frees that kind of room (a database tenant's for connections, a schema
-   * tenant's for the count), or waiting for room until the deadline.
+   * Takes permits of a room: at once if they are free; otherwise after
+   * closing idle contexts that hold this room, least recently used first;
+   * otherwise by waiting for them until the deadline.
    */
-  const reserve = (room: Room, deadline: number): Effect.Effect<void, TenantUnavailable> =>
-    Effect.suspend(() => {
-      if (fits(room)) {
-        takeRoom(room)
-        return Effect.void
+  const reserve = (room: Room, permits: number, deadline: number): Effect.Effect<void, TenantUnavailable> =>
+    Effect.gen(function*() {
+      while (!(yield* hasRoom(room, permits))) {
+        const idle = leastRecentlyUsedIdle(room.freedBy)
+        if (idle === undefined) break
+        yield* retire(idle)
       }
-      const frees = room === "schema context" ? "schema" : "database"
-      // Only built contexts: one still being built may be the caller itself.
-      let idle: Entry | undefined
-      for (const entry of live) {
-        if (
-          entry.strategy === frees && entry.references === 0 && entry.context !== undefined && !entry.closing &&
-          (idle === undefined || entry.lastUsed < idle.lastUsed)
-        ) {
-          idle = entry
-        }
-      }
-      const wait = deadline - Date.now()
-      if (idle === undefined && wait <= 0) {
-        return Effect.fail(
-          new TenantUnavailable({ message: "every tenant connection is in use; try again shortly", retryAfterSeconds: 1 })
-        )
-      }
-      const waitForRoom = idle !== undefined
-        ? retire(idle)
-        : awaitRoom(wait)
-      return Effect.zipRight(waitForRoom, reserve(room, deadline))
+      room.waiting++
+      yield* room.permits.take(permits).pipe(
+        Effect.timeoutFail({ duration: Math.max(0, deadline - Date.now()), onTimeout: unavailable }),
+        Effect.ensuring(Effect.sync(() => room.waiting--))
+      )
     })
 
-  const sharedPoolRoom: Room = { connections: config.sharedPoolConnections }
+  /** Permits of a room held by the scope: given back when it closes, after what was opened after them. */
+  const reserveInScope = (room: Room, permits: number) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(
+        restore(reserve(room, permits, Date.now() + acquireTimeout)),
+        Effect.addFinalizer(() => room.permits.release(permits))
+      )
+    )
+
   const sharedPools = yield* makeSharedPools({
     connections: config.sharedPoolConnections,
     acquireTimeout: config.acquireTimeout,
-    beforeOpen: Effect.suspend(() => reserve(sharedPoolRoom, Date.now() + acquireTimeout)),
-    afterClose: giveRoom(sharedPoolRoom)
+    beforeOpen: Effect.suspend(() =>
+      reserve(connections, config.sharedPoolConnections, Date.now() + acquireTimeout).pipe(
+        Effect.tap(() => {
+          sharedConnections += config.sharedPoolConnections
+        })
+      )
+    ),
+    afterClose: Effect.suspend(() => {
+      sharedConnections -= config.sharedPoolConnections
+      return connections.permits.release(config.sharedPoolConnections)
+    })
   })
 
-  /** Builds the entry's context in its scope: placement, room, then the layers. */
+  // --- building ---
+
+  /** The entry's placement, room and layers, all owned by its scope. */
   const build = (entry: Entry) =>
     Effect.gen(function*() {
       const placement = yield* databases.placement(entry.tenantId)
-      const room: Room = placement.strategy === "database"
-        ? { connections: config.maxConnectionsPerTenant }
-        : "schema context"
-      yield* reserve(room, Date.now() + acquireTimeout)
       entry.strategy = placement.strategy
-      open++
+      yield* placement.strategy === "database"
+        ? reserveInScope(connections, config.maxConnectionsPerTenant)
+        : reserveInScope(schemaPlaces, 1)
       opened++
-      // The room is given back when the scope closes, after the pool has ended
-      // (finalizers run in reverse order).
-      yield* Scope.addFinalizer(
-        entry.scope,
-        Effect.suspend(() => {
-          open--
-          closed++
-          return giveRoom(room)
-        })
-      )
+      yield* Effect.addFinalizer(() => Effect.sync(() => closed++))
       const layer = TenantServicesLive.pipe(
         Layer.provideMerge(TenantSession.layer(placement, {
           maxConnections: config.maxConnectionsPerTenant,
@@ -262,33 +253,33 @@ const make = Effect.gen(function*() {
         Effect.provide(reactivity),
         Effect.provideService(SharedPools, sharedPools)
       )
-    })
+    }).pipe(Scope.extend(entry.scope))
 
   /** A new entry, cached, with its build running in its own scope (a waiter that gives up does not stop it). */
   const create = (tenantId: string) =>
     Effect.gen(function*() {
       const entry: Entry = {
         tenantId,
+        phase: "opening",
         strategy: undefined,
-        scope: yield* Scope.make(),
-        built: yield* Deferred.make<Context.Context<TenantServices>, TenantContextError>(),
         context: undefined,
         references: 0,
         lastUsed: Date.now(),
-        retired: false,
-        closing: false
+        scope: yield* Scope.make(),
+        built: yield* Deferred.make<Context.Context<TenantServices>, TenantContextError>(),
+        closed: yield* Deferred.make<void>()
       }
       cache.set(tenantId, entry)
       live.add(entry)
-      // The last finalizer to run: the context is gone, and its slot free, for
-      // whoever waits for room or for a drain.
-      yield* Scope.addFinalizer(entry.scope, Effect.zipRight(Effect.sync(() => live.delete(entry)), signalRoom))
+      // The last finalizer to run: the context is gone and its room is back.
+      yield* Scope.addFinalizer(
+        entry.scope,
+        Effect.zipRight(Effect.sync(() => live.delete(entry)), Deferred.succeed(entry.closed, undefined))
+      )
       yield* build(entry).pipe(
-        Effect.tap((context) => {
-          entry.context = context
-        }),
-        // A failure is not cached: the next caller tries again. Retired from
-        // another fiber: closing the scope interrupts and awaits this one.
+        Effect.tap((context) => built(entry, context)),
+        // A failure is not cached: the next caller tries again. (Retired from
+        // another fiber: closing the scope interrupts and awaits this one.)
         Effect.tapError(() => Effect.forkDaemon(retire(entry))),
         Effect.exit,
         Effect.flatMap((exit) => Deferred.done(entry.built, exit)),
@@ -303,28 +294,11 @@ const make = Effect.gen(function*() {
       return entry
     })
 
-  const take = (entry: Entry) => {
-    entry.references++
-    entry.lastUsed = Date.now()
-  }
-
-  const release = (entry: Entry): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      entry.references--
-      entry.lastUsed = Date.now()
-      if (entry.references > 0) return Effect.void
-      return entry.retired ? close(entry) : signalRoom
-    })
-
   /** A reference to the tenant's entry (the cached one, or a new one), taken uninterruptibly. */
   const acquire = (tenantId: string): Effect.Effect<Entry> =>
     Effect.suspend(() => {
       const cached = cache.get(tenantId)
-      if (cached !== undefined) {
-        take(cached)
-        return Effect.succeed(cached)
-      }
-      return Effect.map(create(tenantId), (entry) => {
+      return Effect.map(cached !== undefined ? Effect.succeed(cached) : create(tenantId), (entry) => {
         take(entry)
         return entry
       })
@@ -354,7 +328,7 @@ const make = Effect.gen(function*() {
     Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(acquire(tenantId), (entry) =>
         Effect.zipRight(
-          Effect.flatMap(Effect.scope, (scope) => Scope.addFinalizer(scope, release(entry))),
+          Effect.addFinalizer(() => release(entry)),
           restore(Deferred.await(entry.built))
         ))
     )
@@ -365,22 +339,23 @@ const make = Effect.gen(function*() {
       return cached === undefined ? Effect.void : retire(cached)
     })
 
-  const drain = (tenantId: string, timeout: Duration.DurationInput) => {
-    const deadline = Date.now() + Duration.toMillis(timeout)
-    const isOpen = () => [...live].some((entry) => entry.tenantId === tenantId)
-    const wait: Effect.Effect<void> = Effect.suspend(() => {
-      const remaining = deadline - Date.now()
-      if (!isOpen() || remaining <= 0) return Effect.void
-      return Effect.zipRight(awaitRoom(remaining), wait)
-    })
-    return Effect.zipRight(invalidate(tenantId), wait)
-  }
+  const drain = (tenantId: string, timeout: Duration.DurationInput) =>
+    Effect.zipRight(
+      invalidate(tenantId),
+      Effect.suspend(() =>
+        Effect.forEach(
+          [...live].filter((entry) => entry.tenantId === tenantId),
+          (entry) => Deferred.await(entry.closed),
+          { concurrency: "unbounded", discard: true }
+        )
+      ).pipe(Effect.timeout(timeout), Effect.ignore)
+    )
 
   // Idle contexts close after the idle time (checked a few times per idle period).
   const closeIdle = Effect.suspend(() => {
     const now = Date.now()
     const idle = [...cache.values()].filter((entry) =>
-      entry.references === 0 && entry.context !== undefined && now - entry.lastUsed >= idleMillis
+      entry.phase === "open" && entry.references === 0 && now - entry.lastUsed >= idleMillis
     )
     return Effect.forEach(idle, retire, { discard: true })
   })
@@ -394,73 +369,36 @@ const make = Effect.gen(function*() {
   // At shutdown every context closes, held or not (after the server has stopped serving).
   yield* Effect.addFinalizer(() =>
     Effect.forEach([...live], (entry) => {
-      entry.retired = true
-      return close(entry)
-    }, { discard: true })
+      if (entry.phase === "closing") return Deferred.await(entry.closed)
+      entry.phase = "closing"
+      return Scope.close(entry.scope, Exit.void)
+    }, { concurrency: "unbounded", discard: true })
   )
 
-  /** Every context cached now is dropped (each request holding one keeps it until it is done). */
-  const invalidateAll = Effect.suspend(() => Effect.forEach([...cache.values()], retire, { discard: true }))
-
-  // Changes made anywhere (another process, the CLI, SQL) drop this process's
-  // context of the tenant: its next request opens it anew, or is refused.
-  //
-  // On a connection of its own: PgClient's `listen` shares one connection and
-  // ignores its loss, so after a restart of PostgreSQL (or a proxy's idle
-  // timeout) the stream would go quiet for good and cached contexts would
-  // outlive migrations. Here the stream fails with its connection and is
-  // retried; each new connection starts by dropping every context, as changes
-  // may have been missed while nobody listened.
-  const tenantChanges = Stream.asyncPush<string, Error>((emit) =>
-    Effect.acquireRelease(
-      Effect.tryPromise({
-        try: async () => {
-          const client = new Pg.Client(listenerConfig(platform.config))
-          client.on("notification", (message) => {
-            if (message.channel === TENANT_CHANGES && message.payload) emit.single(message.payload)
-          })
-          client.on("error", (error) => emit.fail(error))
-          client.on("end", () => emit.fail(new Error("the connection listening for tenant changes ended")))
-          try {
-            await client.connect()
-            await client.query(`LISTEN ${client.escapeIdentifier(TENANT_CHANGES)}`)
-          } catch (error) {
-            await client.end().catch(() => undefined)
-            throw error
-          }
-          return client
-        },
-        catch: (cause) => (cause instanceof Error ? cause : new Error(String(cause)))
-      }),
-      (client) =>
-        Effect.promise(() => {
-          client.removeAllListeners()
-          client.on("error", () => undefined)
-          return client.end().catch(() => undefined)
-        })
-    ).pipe(Effect.zipLeft(invalidateAll))
-  )
-  yield* tenantChanges.pipe(
-    Stream.runForEach(invalidate),
-    Effect.tapErrorCause((cause) => Effect.logWarning("listening for tenant changes failed; retrying", cause)),
-    Effect.retry(Schedule.spaced("1 second")),
-    // Real time even where a test clock is installed.
-    Effect.withClock(Clock.make()),
-    Effect.forkScoped
-  )
+  // A tenant changed anywhere: its context here is dropped. Notifications
+  // may have been missed (no connection listened): every context is dropped.
+  const notifications = yield* PlatformNotifications
+  yield* notifications.subscribe({
+    changed: (change) => change.kind === "tenant" ? invalidate(change.id) : Effect.void,
+    reset: Effect.suspend(() => Effect.forEach([...cache.values()], retire, { discard: true }))
+  })
 
   return TenantContexts.of({
     use,
     get,
     invalidate,
     drain,
-    stats: Effect.sync(() => ({
-      open,
-      schemaOpen,
-      connections,
-      references: [...live].reduce((sum, entry) => sum + entry.references, 0),
-      opened,
-      closed
-    }))
+    stats: Effect.sync(() => {
+      const open = [...live].filter((entry) => entry.context !== undefined && entry.phase !== "closing")
+      const schemaOpen = open.filter((entry) => entry.strategy === "schema").length
+      return {
+        open: open.length,
+        schemaOpen,
+        connections: (open.length - schemaOpen) * config.maxConnectionsPerTenant + sharedConnections,
+        references: [...live].reduce((sum, entry) => sum + entry.references, 0),
+        opened,
+        closed
+      }
+    })
   })
 })

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto"
 import { withDatabase } from "../db/DatabaseUrl.js"
 import { PlatformConfig } from "../platform/PlatformConfig.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
+import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { TenancyConfig } from "../tenancy/TenancyConfig.js"
 import { TenantContexts } from "../tenancy/TenantContexts.js"
 import { TenantDatabases } from "../tenancy/TenantDatabases.js"
@@ -22,6 +23,8 @@ export interface TestDatabasesOptions {
   readonly maxContexts?: number
   readonly idleTimeout?: Duration.DurationInput
   readonly acquireTimeout?: Duration.DurationInput
+  /** How often the notification connection proves it delivers (default 10 seconds). */
+  readonly notificationHeartbeat?: Duration.DurationInput
 }
 
 /**
@@ -63,7 +66,10 @@ export const testConfig = (options: TestDatabasesOptions, namespace = makeNamesp
   return Layer.mergeAll(
     Layer.succeed(PlatformConfig, {
       url: withDatabase(adminUrl, `${namespace}_platform`),
-      maxConnections: 10
+      maxConnections: 10,
+      ...(options.notificationHeartbeat !== undefined
+        ? { notificationHeartbeat: Duration.decode(options.notificationHeartbeat) }
+        : {})
     }),
     Layer.succeed(TenancyConfig, {
       adminUrl,
@@ -82,11 +88,12 @@ export const testConfig = (options: TestDatabasesOptions, namespace = makeNamesp
 }
 
 /**
- * The platform database, TenantDatabases and the TenantContexts cache in a
+ * The platform database (and its notifications), TenantDatabases and the TenantContexts cache in a
  * fresh namespace of a test server: what a test of tenant-scoped code needs.
  */
 export const TestTenancy = (options: TestDatabasesOptions) => {
   const base = TenantDatabases.layer.pipe(
+    Layer.provideMerge(PlatformNotifications.layer),
     Layer.provideMerge(PlatformDb.layer),
     Layer.provideMerge(TenantMigrations.layer)
   )

@@ -7,6 +7,7 @@ import { AuthConfig } from "../../src/auth/AuthConfig.js"
 import { ServiceClient } from "../../src/auth/ServiceClient.js"
 import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
+import { PlatformNotifications } from "../../src/platform/PlatformNotifications.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { authenticate, AuthStack, countAccounts, ensureTenant } from "./support.js"
@@ -15,14 +16,17 @@ import { authenticate, AuthStack, countAccounts, ensureTenant } from "./support.
  * Another AccountDirectory on the same platform database, with a pool (and
  * LISTEN connection) of its own: what another process would have.
  */
-const anotherDirectory = (overrides: Partial<AuthConfig["Type"]> = {}) =>
+const anotherDirectory = (
+  overrides: Partial<AuthConfig["Type"]> = {},
+  notificationHeartbeat: Duration.Duration | undefined = undefined
+) =>
   Effect.gen(function*() {
     const config = yield* AuthConfig
     const platform = yield* PlatformConfig
     const context = yield* Layer.build(
       AccountDirectory.layer.pipe(
-        Layer.provide(PlatformDb.layer),
-        Layer.provide(Layer.succeed(PlatformConfig, { ...platform, maxConnections: 3 })),
+        Layer.provide(Layer.provideMerge(PlatformNotifications.layer, PlatformDb.layer)),
+        Layer.provide(Layer.succeed(PlatformConfig, { ...platform, maxConnections: 3, notificationHeartbeat })),
         Layer.provide(Layer.succeed(AuthConfig, { ...config, ...overrides }))
       )
     )
@@ -247,7 +251,7 @@ layer(AuthStack({ adminUrl: inject("databaseUrl") }), { excludeTestServices: tru
     Effect.gen(function*() {
       const issuer = yield* TestIssuer
       const before = yield* listenerPids
-      const directory = yield* anotherDirectory({ invalidationHeartbeat: Duration.millis(200) })
+      const directory = yield* anotherDirectory({}, Duration.millis(200))
       const mine = [...(yield* listenerPids)].filter((pid) => !before.has(pid))
       expect(mine.length).toBe(1)
       const other = yield* anotherDirectory()

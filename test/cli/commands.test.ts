@@ -18,7 +18,8 @@ import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
-import { adminQuery, adminUrl, type Captured, captureConsole, decodeJwt, platformWith } from "./support.js"
+import { platformWith } from "../../src/PlatformLive.js"
+import { adminQuery, adminUrl, type Captured, captureConsole, decodeJwt } from "./support.js"
 
 /**
  * The CLI's commands in-process: the same command definitions main.ts runs,

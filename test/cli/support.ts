@@ -7,19 +7,14 @@ import { join, resolve } from "node:path"
 import { adminQuery } from "../tenancy/support.js"
 import { inject } from "vitest"
 import { AuthConfig } from "../../src/auth/AuthConfig.js"
-import { Authentication } from "../../src/auth/Authentication.js"
 import { DevIssuer } from "../../src/auth/DevIssuer.js"
 import { HttpLive } from "../../src/http/HttpLive.js"
 import { Traffic } from "../../src/http/Traffic.js"
-import { PlatformDb } from "../../src/platform/PlatformDb.js"
-import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { PlatformLive } from "../../src/PlatformLive.js"
-import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
-import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
-import { TenantMigrator } from "../../src/tenancy/TenantMigrator.js"
 import { testConfig, type TestDatabasesOptions } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
+import { platformWith } from "../../src/PlatformLive.js"
 
 /**
  * Helpers for the CLI and fleet suites: the CLI as a child process on a
@@ -176,14 +171,6 @@ export const captureConsole = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.
   })
 
 // --- the platform in-process, on a namespace of our choosing ---
-
-/** PlatformLive with a TenantMigrations layer of the caller's (PlatformLive's composition otherwise). */
-export const platformWith = <E, R>(migrations: Layer.Layer<TenantMigrations, E, R>) =>
-  TenantAdmin.layer.pipe(
-    Layer.provideMerge(Layer.mergeAll(TenantContexts.layer, TenantMigrator.layer, Authentication.layerWithDependencies)),
-    Layer.provideMerge(TenantDatabases.layer),
-    Layer.provideMerge(Layer.merge(PlatformDb.layer, migrations))
-  )
 
 export interface ServerOptions extends Omit<TestDatabasesOptions, "adminUrl"> {
   readonly namespace: string

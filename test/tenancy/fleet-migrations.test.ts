@@ -15,13 +15,13 @@ import { type FleetMigration, TenantMigrator } from "../../src/tenancy/TenantMig
 import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
+import { platformWith } from "../../src/PlatformLive.js"
 import {
   adminQuery,
   adminUrl,
   captureConsole,
   databaseExists,
   namesOf,
-  platformWith,
   request,
   roleExists,
   serverOn
@@ -124,14 +124,14 @@ const SecondMigrator = TenantMigrator.layer.pipe(
   Layer.provide(Migrations)
 )
 
-// The account directories check their listening connection every second (not 10): a test that
+// The notification connection proves it delivers every second (not 10): a test that
 // cuts the platform's connections waits for them to notice.
 layer(serverOn({
   namespace,
   migrations: Migrations,
   connectionBudget: 20,
   maxConnectionsPerTenant: 2,
-  auth: { invalidationHeartbeat: Duration.seconds(1) }
+  notificationHeartbeat: Duration.seconds(1)
 }), {
   excludeTestServices: true,
   timeout: 120_000

@@ -15,6 +15,7 @@ import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { testConfig } from "../../src/testing/TestDatabases.js"
 import { TestUser } from "../../src/testing/TestUser.js"
 import { adminQuery, adminUrl, typedFailure } from "./support.js"
+import { tenancyWith } from "../../src/PlatformLive.js"
 
 /**
  * A schema tenant's life: provisioned in one transaction (so an interruption
@@ -28,10 +29,7 @@ const Migrations = Layer.succeed(
   Effect.suspend(() => Migrator.fromRecord({ "0001_notes": notesMigration, ...extra }))
 )
 
-const Schemas = TenantMigrator.layer.pipe(
-  Layer.provideMerge(TenantContexts.layer),
-  Layer.provideMerge(TenantDatabases.layer),
-  Layer.provideMerge(Layer.merge(PlatformDb.layer, Migrations)),
+const Schemas = tenancyWith(Migrations).pipe(
   Layer.provideMerge(testConfig({ adminUrl, defaultStrategy: "schema" }))
 )
 
