@@ -1,6 +1,6 @@
 /**
  * The stack floor: what the engine's stack costs with nothing of the engine in
- * it. Two HttpApi endpoints served by @effect/platform-node exactly as the
+ * it. Three HttpApi endpoints served by @effect/platform-node exactly as the
  * engine serves its API (HttpApiBuilder on NodeHttpServer, tracing off),
  * answering through the engine's own response schemas:
  *
@@ -9,7 +9,10 @@
  *   @effect/sql-pg, one PgClient per tenant database (pool of TENANT_POOL_MAX,
  *   logged in as the tenant's role, as the engine does), the tenants taken in
  *   turn. Placements are read once at start from the platform database
- *   (DATABASE_URL); without it this endpoint answers 500.
+ *   (DATABASE_URL); without it the notes endpoints answer 500.
+ * - POST /v1/notes: the body read and decoded by HttpApi with the engine's
+ *   NewNote schema (title 1..200 characters, body 0..10,000), inserted with
+ *   the engine's SQL into the next tenant's notes table, 201 with the Note.
  *
  * No authentication, no middleware, no tenant look-up, no per-request context:
  * no server built on this stack can answer these faster, so the floor's req/s
@@ -29,7 +32,7 @@ import Pg from "pg"
 import { Account, Principal } from "../src/auth/UserWithAccount.js"
 import { MeResponse } from "../src/http/Api.js"
 import { withoutTracing } from "../src/http/HttpLive.js"
-import { cursorAfter, NotePage } from "../src/notes/Note.js"
+import { cursorAfter, NewNote, Note, NotePage } from "../src/notes/Note.js"
 import { NOTE_COLUMNS, type NoteRow, toNote } from "../src/notes/NoteRepo.js"
 import { Tenant } from "../src/tenancy/Tenant.js"
 
@@ -41,7 +44,13 @@ const me: typeof MeResponse.Type = {
     subject: "floor",
     scopes: ["notes:read", "notes:write"]
   }),
-  account: new Account({ id: "00000000-0000-4000-8000-000000000000", tenantId: "floor", kind: "user", createdAt }),
+  account: new Account({
+    id: "00000000-0000-4000-8000-000000000000",
+    tenantId: "floor",
+    kind: "user",
+    displayName: "Floor",
+    createdAt
+  }),
   tenant: new Tenant({ id: "floor", name: "Floor", status: "active", createdAt })
 }
 
@@ -53,6 +62,7 @@ class Api extends HttpApi.make("floor").add(
         .setUrlParams(Schema.Struct({ limit: Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)) }))
         .addSuccess(NotePage)
     )
+    .add(HttpApiEndpoint.post("create", "/v1/notes").setPayload(NewNote).addSuccess(Note, { status: 201 }))
 ) {}
 
 const port = Number(process.env["PORT"] ?? "3200")
@@ -94,12 +104,16 @@ const tenantClients = Effect.flatMap(
 const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
   const tenants = clients.map((sql) => ({ sql, columns: sql.literal(NOTE_COLUMNS) }))
   let next = 0
+  /** The tenants in turn (none without DATABASE_URL). */
+  const nextTenant = () => tenants[next++ % tenants.length]
+  const noTenants = Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
   return HttpApiBuilder.group(Api, "floor", (handlers) =>
     handlers
       .handle("me", () => Effect.succeed(me))
       .handle("notes", ({ urlParams: { limit } }) => {
-        if (tenants.length === 0) return Effect.dieMessage("no tenant databases: DATABASE_URL is not set")
-        const { columns, sql } = tenants[next++ % tenants.length]!
+        const tenant = nextTenant()
+        if (tenant === undefined) return noTenants
+        const { columns, sql } = tenant
         return sql<NoteRow>`SELECT ${columns} FROM notes ORDER BY notes.created_at DESC, notes.id DESC LIMIT ${
           limit + 1
         }`.pipe(
@@ -110,6 +124,14 @@ const handlersFor = (clients: ReadonlyArray<SqlClient.SqlClient>) => {
             return { items, nextCursor: rows.length > limit && last ? cursorAfter(last) : null }
           })
         )
+      })
+      .handle("create", ({ payload: { body, title } }) => {
+        const tenant = nextTenant()
+        if (tenant === undefined) return noTenants
+        const { columns, sql } = tenant
+        // The engine's INSERT (NoteRepo), created_by the one account the floor has.
+        return sql<NoteRow>`INSERT INTO notes (title, body, created_by) VALUES (${title}, ${body}, ${me.account.id}) RETURNING ${columns}`
+          .pipe(Effect.orDie, Effect.map((rows) => toNote(rows[0]!)))
       }))
 }
 
