@@ -2,9 +2,11 @@
  * Server child processes: started with a given environment, ready when an
  * HTTP path answers 200, stopped with SIGTERM (SIGKILL if they linger). Their
  * output goes to a log file; the last lines are kept for error messages.
+ * Optionally with bench/lib/probe.ts preloaded, read with readProbe().
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { createWriteStream, type WriteStream } from "node:fs"
+import { createWriteStream, readFileSync, rmSync, type WriteStream } from "node:fs"
+import type { ProbeReading } from "./probe.js"
 
 export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "")
 
@@ -20,6 +22,8 @@ export interface ServerProcess {
   /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code or signal. */
   readonly stop: (graceMs?: number) => Promise<string>
   readonly exited: () => boolean
+  /** A fresh reading of the preloaded probe (SIGUSR2); undefined when the server runs without it. */
+  readonly readProbe: () => Promise<ProbeReading | undefined>
 }
 
 const children = new Set<ChildProcess>()
@@ -44,7 +48,15 @@ export interface StartOptions {
   readonly logFile: string
   readonly readyPath?: string
   readonly readyTimeoutMs?: number
+  /**
+   * Preload bench/lib/probe.ts (before the script, the last of nodeArgs, which
+   * must come after `--import tsx`), writing its readings to this file; with
+   * `countInstructions`, Effect's instructions are counted too (slow).
+   */
+  readonly probe?: { readonly file: string; readonly countInstructions?: boolean }
 }
+
+const PROBE_MODULE = new URL("probe.ts", import.meta.url).href
 
 /**
  * Node runs the server directly (no npx or tsx wrapper process), so the pid
@@ -61,7 +73,15 @@ export const startServerProcess = async (options: StartOptions): Promise<ServerP
     if (value !== undefined) env[name] = value
   }
   Object.assign(env, options.env)
-  const child = spawn(process.execPath, [...options.nodeArgs], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
+  const args = [...options.nodeArgs]
+  const probe = options.probe
+  if (probe !== undefined) {
+    rmSync(probe.file, { force: true })
+    args.splice(args.length - 1, 0, "--import", PROBE_MODULE)
+    env["BENCH_PROBE_FILE"] = probe.file
+    if (probe.countInstructions === true) env["BENCH_COUNT_INSTRUCTIONS"] = "1"
+  }
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
   children.add(child)
   const onData = (chunk: Buffer) => {
     log.write(chunk)
@@ -112,6 +132,25 @@ export const startServerProcess = async (options: StartOptions): Promise<ServerP
     warnings: () => warnings,
     tail,
     exited: () => exitDescription !== undefined,
+    readProbe: async () => {
+      if (probe === undefined) return undefined
+      const read = () => {
+        try {
+          return JSON.parse(readFileSync(probe.file, "utf8")) as ProbeReading
+        } catch {
+          return undefined // none yet
+        }
+      }
+      const seq = read()?.seq ?? 0
+      child.kill("SIGUSR2")
+      const deadline = Date.now() + 5000
+      for (;;) {
+        const reading = read()
+        if (reading !== undefined && reading.seq > seq) return reading
+        if (Date.now() > deadline) throw new Error(`${options.name}: no probe reading in ${probe.file} within 5 s`)
+        await sleep(10)
+      }
+    },
     stop: async (graceMs = 20_000) => {
       if (exitDescription !== undefined) return exitDescription
       child.kill("SIGTERM")
