@@ -8,7 +8,11 @@
  * then a 60 s memory run, a fan-out run over 300 database tenants under a
  * connection budget, and a fan-out run over 10,000 schema tenants (one
  * shared pool) under a budget of 20. GET /v1/notes is also measured on as
- * many schema tenants as database tenants, in turn. Results go to
+ * many schema tenants as database tenants, in turn. The stack floor
+ * (bench/floor-server.ts) answers the same four workloads; every server runs
+ * with bench/lib/probe.ts preloaded (GC pauses, event-loop delay), and the
+ * engine and the floor once more each in a short counting run (Effect
+ * instructions per request). Results go to
  * bench/RESULTS.md (keeping the section `npm run test:scale` writes there)
  * and the console.
  *
@@ -41,6 +45,9 @@
  *                                TENANT_CONNECTION_BUDGET, notes per tenant, seconds of random warm-up
  *                                and of each measured run (60: one account-cache lifetime), admin API
  *                                provisionings at once
+ *   BENCH_COUNT_DURATION (5; 2 with --quick)
+ *                                seconds of each workload's counting run (after a warm-up), in an engine
+ *                                and a floor of their own that count Effect's instructions
  *   BENCH_PROFILE_DURATION (20)  seconds of load while profiling
  *   BENCH_QUIET_WAIT (0)         before each phase, wait up to this many seconds for the machine to be idle
  *   BENCH_NOISY_RETRIES (2; 0 with --quick), BENCH_NOISE_LIMIT (0.5)
@@ -50,7 +57,8 @@
  *                                GET /v1/notes on the database tenants, then on as many schema tenants,
  *                                this many times, in an engine of their own
  *   BENCH_SKIP                   comma-separated: raw, floor, memory, fanout, dense (the schema fan-out),
- *                                schema (the comparison of GET /v1/notes on both strategies)
+ *                                schema (the comparison of GET /v1/notes on both strategies), count (the
+ *                                counting runs)
  *   BENCH_RESULTS                where to write (bench/RESULTS.md; bench/PROFILE.md with --profile)
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
@@ -128,6 +136,7 @@ const settings = {
   denseWarmup: num("BENCH_DENSE_WARMUP", 10, 2),
   denseDuration: num("BENCH_DENSE_DURATION", 60, 5),
   denseProvisionConcurrency: num("BENCH_DENSE_PROVISION_CONCURRENCY", 8),
+  countDuration: num("BENCH_COUNT_DURATION", 5, 2),
   profileDuration: num("BENCH_PROFILE_DURATION", 20, 5),
   /** Up to this many seconds before each measured phase, wait for the machine to be quiet (0: do not wait). */
   quietWait: process.env["BENCH_QUIET_WAIT"] === undefined ? 0 : num("BENCH_QUIET_WAIT", 0),
@@ -178,6 +187,11 @@ interface Measured {
   /** Server CPU seconds per wall second (1 = one core). */
   readonly cpuCores: number
   readonly cpuUsPerRequest: number
+  /** From the preloaded probe: share of the run's wall time in GC pauses, the event loop's delay p99 (ms). */
+  readonly gcShare: number
+  readonly loopDelayP99Ms: number
+  /** Effect instructions per request, from a counting run of its own (NaN: not counted). */
+  readonly instructionsPerRequest: number
   readonly peakRssMiB: number
   readonly platformXactsPerRequest: number
   readonly tenantXactsPerRequest: number
@@ -272,10 +286,12 @@ const measureOnce = async (ctx: Context, server: ServerProcess, workload: Worklo
   const rss = new RssSampler(server.pid).start()
   const connections = new ServerConnectionSampler(ctx.stats, ctx.namespace).start()
   const shared = new ConnectionSampler(ctx.stats, [ctx.sharedDatabase], 100).start()
+  const probeBefore = await server.readProbe()
   const started = performance.now()
   log(`${server.name}: ${workload.label}: ${settings.duration} s`)
   const load = await runLoad(loadOptions(server, workload, settings.duration))
   const wall = (performance.now() - started) / 1000
+  const probeAfter = await server.readProbe()
   rss.stop()
   await connections.stop()
   await shared.stop()
@@ -295,6 +311,9 @@ const measureOnce = async (ctx: Context, server: ServerProcess, workload: Worklo
     load,
     cpuCores: cpu / wall,
     cpuUsPerRequest: load.requests === 0 ? 0 : (cpu * 1e6) / load.requests,
+    gcShare: probeBefore && probeAfter ? (probeAfter.gcMs - probeBefore.gcMs) / (probeAfter.atMs - probeBefore.atMs) : NaN,
+    loopDelayP99Ms: probeAfter?.loopDelayP99Ms ?? NaN,
+    instructionsPerRequest: NaN,
     peakRssMiB: rss.peakMiB,
     platformXactsPerRequest: load.requests === 0 ? 0 : platformXacts / load.requests,
     tenantXactsPerRequest: load.requests === 0 ? 0 : tenantXacts / load.requests,
@@ -312,9 +331,36 @@ const measureOnce = async (ctx: Context, server: ServerProcess, workload: Worklo
   }
   log(
     `${server.name}: ${workload.label}: ${load.rps.toFixed(0)} req/s, p50 ${load.p50} ms, p99 ${load.p99} ms, ` +
-      `non-2xx ${load.non2xx}, errors ${load.errors}, CPU ${m.cpuUsPerRequest.toFixed(0)} µs/req`
+      `non-2xx ${load.non2xx}, errors ${load.errors}, CPU ${m.cpuUsPerRequest.toFixed(0)} µs/req, ` +
+      `GC ${fmt(m.gcShare * 100, 1)}%, loop delay p99 ${fmt(m.loopDelayP99Ms, 1)} ms`
   )
   return m
+}
+
+/**
+ * Effect instructions per request of each workload, counted in `counting` (a
+ * server started with countInstructions, which slows it: never a timed run):
+ * a warm-up, then BENCH_COUNT_DURATION seconds of load between two probe
+ * readings. Written into `server`'s results; `counting` is stopped.
+ */
+const countInstructions = async (
+  results: Array<Measured>,
+  server: string,
+  counting: ServerProcess,
+  workloads: ReadonlyArray<Workload>
+) => {
+  for (const w of workloads) {
+    log(`${counting.name}: ${w.label}: warm-up ${settings.warmup} s, counting ${settings.countDuration} s`)
+    await runLoad(loadOptions(counting, w, settings.warmup))
+    const before = await counting.readProbe()
+    const load = await runLoad(loadOptions(counting, w, settings.countDuration))
+    const after = await counting.readProbe()
+    const perRequest = (after!.instructions! - before!.instructions!) / load.requests
+    log(`${counting.name}: ${w.label}: ${fmt(perRequest)} instructions per request (${load.requests} requests)`)
+    const i = results.findIndex((m) => m.server === server && m.workload.name === w.name)
+    if (i >= 0) results[i] = { ...results[i]!, instructionsPerRequest: perRequest }
+  }
+  log(`stopping ${counting.name}: ${await stopped(counting)}`)
 }
 
 // --- the run ---
@@ -404,15 +450,24 @@ const STRATEGIES_POOL_MAX = 2
 const DATABASE_NOTES = "notes-database"
 const SCHEMA_NOTES = "notes-schema"
 
-const startEngine = async (env: Env, name: string, extra: Record<string, string> = {}, nodeFlags: Array<string> = []) => {
+/** Every server runs with bench/lib/probe.ts preloaded; counting Effect's instructions only when asked. */
+const probeOf = (env: Env, name: string, countInstructions = false) => ({ file: join(env.tmp, `${name}.probe.json`), countInstructions })
+
+const startEngine = async (
+  env: Env,
+  name: string,
+  extra: Record<string, string> = {},
+  o: { readonly nodeFlags?: ReadonlyArray<string>; readonly countInstructions?: boolean } = {}
+) => {
   const port = await freePort()
   log(`starting ${name} on port ${port}`)
   return startServerProcess({
     name,
-    nodeArgs: [...nodeFlags, "--import", "tsx", "src/main.ts"],
+    nodeArgs: [...(o.nodeFlags ?? []), "--import", "tsx", "src/main.ts"],
     env: engineEnv(env, port, extra),
     port,
-    logFile: join(env.tmp, `${name}.log`)
+    logFile: join(env.tmp, `${name}.log`),
+    probe: probeOf(env, name, o.countInstructions)
   })
 }
 
@@ -432,21 +487,23 @@ const startRaw = async (env: Env) => {
       PLATFORM_POOL_MAX: "10"
     },
     port,
-    logFile: join(env.tmp, "raw.log")
+    logFile: join(env.tmp, "raw.log"),
+    probe: probeOf(env, "raw")
   })
 }
 
-const startFloor = async (env: Env) => {
+const startFloor = async (env: Env, name = "floor", countInstructions = false) => {
   const port = await freePort()
-  log(`starting the stack floor server on port ${port}`)
+  log(`starting the stack floor server (${name}) on port ${port}`)
   return startServerProcess({
-    name: "floor",
+    name,
     nodeArgs: ["--import", "tsx", "bench/floor-server.ts"],
     // The engine's default TENANT_POOL_MAX, as the raw baseline's.
     env: { PORT: String(port), DATABASE_URL: env.platformUrl, TENANT_POOL_MAX: "4" },
     port,
-    logFile: join(env.tmp, "floor.log"),
-    readyPath: "/v1/me"
+    logFile: join(env.tmp, `${name}.log`),
+    readyPath: "/v1/me",
+    probe: probeOf(env, name, countInstructions)
   })
 }
 
@@ -759,6 +816,9 @@ const fullRun = async (env: Env, facts: Facts) => {
   const engineHwm = memory(engine.pid).hwmMiB
   log(`stopping engine: ${await stopped(engine)}`)
   const engineWarnings = engine.warnings()
+  if (!skip.has("count")) {
+    await countInstructions(results, "engine", await startEngine(env, "engine-count", {}, { countInstructions: true }), workloads)
+  }
 
   // 1b. GET /v1/notes on database tenants and on schema tenants, in turn, in one
   // engine: the ratio of the two is read from adjacent runs, so that the
@@ -796,14 +856,13 @@ const fullRun = async (env: Env, facts: Facts) => {
     rawWarnings = raw.warnings()
   }
 
-  // 2b. The stack's floor: the same platform stack with nothing of the engine in it, on GET /v1/me and GET /v1/notes.
+  // 2b. The stack's floor: the same platform stack with nothing of the engine in it, on the same workloads.
   if (!skip.has("floor")) {
     const floor = await startFloor(env)
-    for (const w of workloads.filter((w) => FLOOR_WORKLOADS.includes(w.name))) {
-      shapes[`floor ${w.name}`] = await probe(floor, w)
-      results.push(await measure(ctx, floor, w))
-    }
+    for (const w of workloads) shapes[`floor ${w.name}`] = await probe(floor, w)
+    for (const w of workloads) results.push(await measure(ctx, floor, w))
     log(`stopping floor server: ${await stopped(floor)}`)
+    if (!skip.has("count")) await countInstructions(results, "floor", await startFloor(env, "floor-count", true), workloads)
   }
 
   // 3. Memory: a fresh engine under GET /v1/me.
@@ -977,7 +1036,7 @@ const fullRun = async (env: Env, facts: Facts) => {
 const profileRun = async (env: Env, facts: Facts) => {
   const admin = await adminToken(env.issuer)
   const dir = join(env.tmp, "cpu-profile")
-  const engine = await startEngine(env, "engine-profiled", {}, ["--cpu-prof", `--cpu-prof-dir=${dir}`])
+  const engine = await startEngine(env, "engine-profiled", {}, { nodeFlags: ["--cpu-prof", `--cpu-prof-dir=${dir}`] })
   const { tenants } = await prepare(env, engine, admin, {
     strategy: "database",
     idOf: tenantIdOf,
@@ -1065,22 +1124,24 @@ const statusText = (load: LoadResult) =>
 
 const resultRow = (m: Measured) =>
   `| ${m.server} | ${m.workload.label}${m.round === undefined ? "" : ` (round ${m.round})`} | ${fmt(m.load.rps)} | ${m.load.p50} | ${m.load.p99} | ${statusText(m.load)} | ` +
-  `${m.load.errors} | ${fmt(m.cpuCores, 2)} | ${fmt(m.cpuUsPerRequest)} | ${fmt(m.peakRssMiB)} | ` +
+  `${m.load.errors} | ${fmt(m.cpuCores, 2)} | ${fmt(m.cpuUsPerRequest)} | ${fmt(m.instructionsPerRequest)} | ` +
+  `${fmt(m.gcShare * 100, 1)} | ${fmt(m.loopDelayP99Ms, 1)} | ${fmt(m.peakRssMiB)} | ` +
   `${fmt(m.platformXactsPerRequest, 4)} | ${fmt(m.tenantXactsPerRequest, 3)} | ${m.tenantSessions} | ${fmt(m.busyBefore * 100)} / ${fmt(m.machineBusy * 100)} | ` +
   `${fmt(m.loaderCores, 2)} | ${fmt(m.postgresCores, 2)} | ${fmt(m.otherCores, 2)} | ${m.attempts} | ` +
   `${m.maxOurConnections} / ${m.maxServerConnections} |`
 
 const RESULT_HEADER = [
-  "| server | workload | req/s | p50 ms | p99 ms | non-2xx | errors | server CPU (cores) | server CPU µs/req | peak RSS MiB | platform xact/req | tenant xact/req | tenant sessions opened | machine busy % before / during | load generator CPU (cores) | PostgreSQL CPU (cores) | other processes CPU (cores) | attempt kept | max PostgreSQL connections: this run / whole server |",
-  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  "| server | workload | req/s | p50 ms | p99 ms | non-2xx | errors | server CPU (cores) | server CPU µs/req | Effect instructions/req | GC % of the run | event-loop delay p99 ms | peak RSS MiB | platform xact/req | tenant xact/req | tenant sessions opened | machine busy % before / during | load generator CPU (cores) | PostgreSQL CPU (cores) | other processes CPU (cores) | attempt kept | max PostgreSQL connections: this run / whole server |",
+  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 ]
+
+const ratio = (a: number, b: number) => (b === 0 || !Number.isFinite(a / b) ? "—" : (a / b).toFixed(2))
 
 const ratioRows = (results: ReadonlyArray<Measured>) => {
   const rows: Array<string> = []
   for (const e of results.filter((r) => r.server === "engine")) {
     const r = results.find((x) => x.server === "raw" && x.workload.name === e.workload.name)
     if (r === undefined) continue
-    const ratio = (a: number, b: number) => (b === 0 ? "—" : (a / b).toFixed(2))
     rows.push(
       `| ${e.workload.label} | ${ratio(e.load.rps, r.load.rps)} | ${ratio(e.load.p50, r.load.p50)} | ` +
         `${ratio(e.load.p99, r.load.p99)} | ${ratio(e.cpuUsPerRequest, r.cpuUsPerRequest)} | ${ratio(e.peakRssMiB, r.peakRssMiB)} |`
@@ -1089,34 +1150,52 @@ const ratioRows = (results: ReadonlyArray<Measured>) => {
   return rows
 }
 
-/** Workloads the stack floor serves. */
-const FLOOR_WORKLOADS = ["me", "notes"]
+/** The request path's targets against the stack floor. */
+const FLOOR_RPS_TARGET = 0.9
+const FLOOR_P99_TARGET = 2
 
-/** The stack floor next to the raw baseline and the engine. */
-const floorLines = (results: ReadonlyArray<Measured>) => {
-  const rows = FLOOR_WORKLOADS.flatMap((name) => {
-    const of = (server: string) => results.find((m) => m.server === server && m.workload.name === name)
+/** The engine and the stack floor on each workload both served (and the raw baseline's req/s, when it ran). */
+const floorPairs = (results: ReadonlyArray<Measured>) =>
+  results.filter((e) => e.server === "engine").flatMap((engine) => {
+    const of = (server: string) => results.find((m) => m.server === server && m.workload.name === engine.workload.name)
     const floor = of("floor")
-    const raw = of("raw")
-    const engine = of("engine")
-    if (floor === undefined || raw === undefined || engine === undefined) return []
-    return [
-      `| ${floor.workload.label} | ${fmt(floor.load.rps)} | ${fmt(floor.cpuUsPerRequest)} | ` +
-      `${(floor.load.rps / raw.load.rps).toFixed(2)} | ${(engine.load.rps / floor.load.rps).toFixed(2)} |`
-    ]
+    return floor === undefined ? [] : [{
+      engine,
+      floor,
+      raw: of("raw"),
+      rpsOk: engine.load.rps >= FLOOR_RPS_TARGET * floor.load.rps,
+      p99Ok: engine.load.p99 <= FLOOR_P99_TARGET * floor.load.p99
+    }]
   })
-  if (rows.length === 0) return []
+
+/** The stack floor next to the engine (the targets) and the raw baseline. */
+const floorLines = (results: ReadonlyArray<Measured>) => {
+  const pairs = floorPairs(results)
+  if (pairs.length === 0) return []
+  const rows = pairs.map(({ engine, floor, p99Ok, raw, rpsOk }) => {
+    const both = (f: (m: Measured) => string) => `${f(engine)} / ${f(floor)}`
+    return `| ${engine.workload.label} | ${both((m) => fmt(m.load.rps))} | ${ratio(engine.load.rps, floor.load.rps)} ${check(rpsOk)} | ` +
+      `${both((m) => String(m.load.p99))} | ${ratio(engine.load.p99, floor.load.p99)} ${check(p99Ok)} | ` +
+      `${both((m) => fmt(m.cpuUsPerRequest))} | ${both((m) => fmt(m.instructionsPerRequest))} | ` +
+      `${both((m) => fmt(m.gcShare * 100, 1))} | ${both((m) => fmt(m.loopDelayP99Ms, 1))} | ` +
+      `${raw === undefined ? "—" : ratio(floor.load.rps, raw.load.rps)} |`
+  })
   return [
-    "## The stack floor",
+    "## Engine / stack floor",
     "",
-    "bench/floor-server.ts serves these on the engine's stack with nothing of the engine in it: HttpApi on " +
-    "@effect/platform-node, tracing off, the engine's response schemas; /v1/me answers a constant, /v1/notes runs the " +
-    "engine's SQL through @effect/sql-pg on one PgClient per tenant (pools of 4, the tenants in turn). No authentication " +
-    "(the raw baseline verifies a JWT on every request), no middleware, no tenant look-up. No server on this stack can " +
-    "answer these faster.",
+    "bench/floor-server.ts serves the same workloads on the engine's stack with nothing of the engine in it: HttpApi on " +
+    "@effect/platform-node, tracing off, the engine's schemas; /v1/me answers a constant, /v1/notes runs the engine's " +
+    "SQL through @effect/sql-pg on one PgClient per tenant (pools of 4, the tenants in turn; the machine clients' run " +
+    "is the users' again, as the floor reads no token), POST /v1/notes decodes the body with the engine's NewNote and " +
+    "runs the engine's INSERT. No authentication (the raw baseline verifies a JWT on every request), no middleware, " +
+    "no tenant look-up. No server on this stack can answer these faster; the raw baseline (no Effect) is the limit.",
     "",
-    "| workload | floor req/s | floor CPU µs/req | floor / raw req/s | engine / floor req/s |",
-    "|---|---:|---:|---:|---:|",
+    `Targets: engine req/s ≥ ${FLOOR_RPS_TARGET}× the floor's, engine p99 ≤ ${FLOOR_P99_TARGET}× the floor's, on every workload.`,
+    "",
+    `| workload | req/s engine / floor | engine ÷ floor req/s (≥ ${FLOOR_RPS_TARGET}) | p99 ms engine / floor | ` +
+    `engine ÷ floor p99 (≤ ${FLOOR_P99_TARGET}) | server CPU µs/req engine / floor | Effect instructions/req engine / floor | ` +
+    "GC % of the run engine / floor | event-loop delay p99 ms engine / floor | floor ÷ raw req/s |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...rows,
     ""
   ]
@@ -1339,6 +1418,7 @@ const renderResults = (r: {
   shapes: Record<string, unknown>
 }) => {
   const ratios = ratioRows(r.results)
+  const shapes = shapeLines(r.shapes)
   const m = r.memoryRun
   const lines = [
     "# Benchmark results",
@@ -1363,6 +1443,7 @@ const renderResults = (r: {
     "",
     `Peak RSS since start (VmHWM): engine ${fmt(r.engineHwm)} MiB (includes provisioning), raw ${fmt(r.rawHwm)} MiB.`,
     "",
+    ...floorLines(r.results),
     ...(ratios.length > 0
       ? [
         "## Engine / raw",
@@ -1372,13 +1453,11 @@ const renderResults = (r: {
         "| workload | req/s | p50 | p99 | CPU µs/req | peak RSS |",
         "|---|---:|---:|---:|---:|---:|",
         ...ratios,
-        "",
-        ...floorLines(r.results),
-        "Responses compared (one request of each workload to each server before loading it):",
-        "",
-        ...shapeLines(r.shapes),
         ""
       ]
+      : []),
+    ...(shapes.length > 0
+      ? ["Responses compared (one request of each workload to each server before loading it):", "", ...shapes, ""]
       : []),
     ...(m !== undefined
       ? [
@@ -1417,6 +1496,17 @@ const renderResults = (r: {
     (settings.quietWait > 0
       ? ` Before each phase the bench waited up to ${settings.quietWait} s for the machine to be under 25% busy.`
       : ""),
+    "- Preloaded in every server (`node --import tsx --import bench/lib/probe.ts …`; nothing of the server's code " +
+    "changed) and read by SIGUSR2 just before and just after each measured run: GC % is the sum of the " +
+    "PerformanceObserver 'gc' entries' durations (pauses of the main thread) over the run's wall time; event-loop " +
+    "delay p99 is monitorEventLoopDelay({ resolution: 1 }) over the run (the time between a 1 ms timer's wake-ups: " +
+    "at least 1 ms, longer when the loop was busy).",
+    "- Effect instructions/req: counted in a server of its own started after the timed runs (`engine-count`, " +
+    "`floor-count`), never in a timed one. With BENCH_COUNT_INSTRUCTIONS=1 the probe gives Effect's default runtime " +
+    "(on which the engine's Effect.runPromiseExit and the floor's NodeRuntime.runMain start every fiber) the " +
+    "OpSupervision flag and a supervisor whose onEffect, called once per instruction of the fiber run loop, adds one; " +
+    "every fiber inherits both (background fibers are counted too). Per workload: a BENCH_WARMUP s warm-up, then " +
+    `BENCH_COUNT_DURATION (${settings.countDuration}) s of load between two readings, divided by its requests.`,
     "- Platform xact/req: committed + rolled-back transactions of the platform database (pg_stat_database, read from " +
     "the `postgres` database) over the measured run, divided by its requests; outside an explicit transaction each " +
     "statement is one transaction. pg_stat_statements is not loaded on the server. PostgreSQL reports a backend's " +
@@ -1489,17 +1579,18 @@ const shapeOf = (value: unknown): unknown => {
 const shapeLines = (shapes: Record<string, unknown>) =>
   Object.keys(shapes)
     .filter((k) => k.startsWith("engine "))
-    .map((k) => {
+    .flatMap((k) => {
       const name = k.slice("engine ".length)
-      const raw = shapes[`raw ${name}`]
-      if (raw === undefined) return undefined
-      const same = JSON.stringify(shapeOf(shapes[k])) === JSON.stringify(shapeOf(raw))
-      return `- ${name}: ${same ? "same JSON shape" : `DIFFERENT shapes: engine ${JSON.stringify(shapeOf(shapes[k]))} raw ${JSON.stringify(shapeOf(raw))}`}`
+      const engine = JSON.stringify(shapeOf(shapes[k]))
+      return ["raw", "floor"].flatMap((other) => {
+        if (!(`${other} ${name}` in shapes)) return []
+        const shape = JSON.stringify(shapeOf(shapes[`${other} ${name}`]))
+        return [`- ${name}, engine and ${other}: ${shape === engine ? "same JSON shape" : `DIFFERENT shapes: engine ${engine} ${other} ${shape}`}`]
+      })
     })
-    .filter((line): line is string => line !== undefined)
 
 const consoleTable = (results: ReadonlyArray<Measured>) => {
-  const header = ["server", "workload", "req/s", "p50", "p99", "non2xx", "err", "cpu µs/req", "rss MiB", "plat x/req"]
+  const header = ["server", "workload", "req/s", "p50", "p99", "non2xx", "err", "cpu µs/req", "instr/req", "gc %", "loop p99", "rss MiB", "plat x/req"]
   const rows = results.map((m) => [
     m.server,
     m.workload.name,
@@ -1509,6 +1600,9 @@ const consoleTable = (results: ReadonlyArray<Measured>) => {
     String(m.load.non2xx),
     String(m.load.errors),
     fmt(m.cpuUsPerRequest),
+    fmt(m.instructionsPerRequest),
+    fmt(m.gcShare * 100, 1),
+    fmt(m.loopDelayP99Ms, 1),
     fmt(m.peakRssMiB),
     fmt(m.platformXactsPerRequest, 4)
   ])
@@ -1518,7 +1612,13 @@ const consoleTable = (results: ReadonlyArray<Measured>) => {
   return [
     line(header),
     ...rows.map(line),
-    ...(ratioLines.length > 0 ? ["", "engine/raw: | workload | req/s | p50 | p99 | CPU/req | RSS |", ...ratioLines] : [])
+    ...(ratioLines.length > 0 ? ["", "engine/raw: | workload | req/s | p50 | p99 | CPU/req | RSS |", ...ratioLines] : []),
+    "",
+    ...floorPairs(results).map(({ engine: e, floor: f, p99Ok, rpsOk }) =>
+      `engine/floor ${e.workload.name}: req/s ${ratio(e.load.rps, f.load.rps)} ${check(rpsOk)} (≥ ${FLOOR_RPS_TARGET}), ` +
+      `p99 ${ratio(e.load.p99, f.load.p99)} ${check(p99Ok)} (≤ ${FLOOR_P99_TARGET}), CPU/req ${ratio(e.cpuUsPerRequest, f.cpuUsPerRequest)}, ` +
+      `instr/req ${ratio(e.instructionsPerRequest, f.instructionsPerRequest)}`
+    )
   ].join("\n")
 }
 
