@@ -1,4 +1,5 @@
-import { Config, ConfigError, Context, Duration, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
+import { Config, ConfigError, Data, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
+import { makeAuthConfig, PUBLIC_KEY_ALGORITHMS } from "./auth/AuthConfig.js"
 import { withDatabase } from "./db/DatabaseUrl.js"
 import type { TenantStrategy } from "./tenancy/Tenant.js"
 
@@ -47,7 +48,8 @@ const LOG_LEVELS: Readonly<Record<string, LogLevel.LogLevel>> = {
   none: LogLevel.None
 }
 
-const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+/** Authentication's defaults are AuthConfig's (one place for them). */
+const authDefaults = makeAuthConfig({ issuers: [] })
 
 const list = (name: string, fallback: string) =>
   Config.map(Config.withDefault(Config.string(name), fallback), (value) =>
@@ -76,16 +78,16 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
   port: Config.withDefault(Config.port("PORT"), 3000),
   host: Config.withDefault(Config.nonEmptyString("HOST"), "127.0.0.1"),
   authIssuers: list("AUTH_ISSUER", ""),
-  authAudience: Config.withDefault(Config.nonEmptyString("AUTH_AUDIENCE"), "platform"),
+  authAudience: Config.withDefault(Config.nonEmptyString("AUTH_AUDIENCE"), authDefaults.audience),
   authJwksUrl: Config.option(Config.url("AUTH_JWKS_URL").pipe(Config.map((url) => url.toString()))),
-  authAlgorithms: list("AUTH_ALGORITHMS", "RS256,PS256,ES256,EdDSA").pipe(
+  authAlgorithms: list("AUTH_ALGORITHMS", authDefaults.algorithms.join(",")).pipe(
     Config.validate({
-      message: `AUTH_ALGORITHMS: must be a comma-separated list of ${ALGORITHMS.join(", ")}`,
-      validation: (algs) => algs.length > 0 && algs.every((alg) => ALGORITHMS.includes(alg))
+      message: `AUTH_ALGORITHMS: must be a comma-separated list of ${PUBLIC_KEY_ALGORITHMS.join(", ")}`,
+      validation: (algs) => algs.length > 0 && algs.every((alg) => PUBLIC_KEY_ALGORITHMS.includes(alg))
     })
   ),
-  authClockTolerance: Config.withDefault(Config.duration("AUTH_CLOCK_TOLERANCE"), Duration.seconds(30)),
-  tenantClaim: Config.withDefault(Config.nonEmptyString("TENANT_CLAIM"), "tenant"),
+  authClockTolerance: Config.withDefault(Config.duration("AUTH_CLOCK_TOLERANCE"), authDefaults.clockTolerance),
+  tenantClaim: Config.withDefault(Config.nonEmptyString("TENANT_CLAIM"), authDefaults.tenantClaim),
   logLevel: Config.string("LOG_LEVEL").pipe(
     Config.withDefault("info"),
     Config.mapOrFail((value) => {
@@ -129,10 +131,6 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
 export const sharedPoolConnections = (settings: Settings) =>
   Option.getOrElse(settings.tenantSharedPoolMax, () => Math.max(1, Math.floor(settings.tenantConnectionBudget / 2)))
 
-export class AppConfig extends Context.Tag("tenant-engine/AppConfig")<AppConfig, Settings>() {
-  static readonly layer = Layer.effect(AppConfig, settingsConfig)
-}
-
 /** The administrative URL of the tenant server, from TENANT_DATABASE_URL or the platform URL. */
 export const tenantAdminUrl = (settings: Settings, platformUrl: Redacted.Redacted<string>) =>
   Option.match(settings.tenantDatabaseUrl, {
@@ -157,9 +155,13 @@ export const describeConfigError = (error: ConfigError.ConfigError): string =>
     unsupportedCase: (_, path, message) => `${path.join(".")}: ${message}`
   })
 
-export const readSettings = Effect.either(settingsConfig).pipe(
-  Effect.flatMap(Either.match({
-    onLeft: (error) => Effect.fail(describeConfigError(error)),
-    onRight: Effect.succeed
-  }))
-)
+/** The environment's settings are not valid: one problem per variable. */
+export class InvalidConfiguration extends Data.TaggedError("InvalidConfiguration")<{
+  readonly problems: ReadonlyArray<string>
+  readonly message: string
+}> {}
+
+export const readSettings = Effect.mapError(settingsConfig, (error) => {
+  const problems = describeConfigError(error).split("\n").filter((line) => line !== "")
+  return new InvalidConfiguration({ problems, message: `invalid configuration: ${problems.join("; ")}` })
+})

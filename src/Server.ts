@@ -1,5 +1,5 @@
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Console, Deferred, Duration, Effect, Exit, Layer, Logger, Option, Scope } from "effect"
+import { Cause, Console, Data, Deferred, Duration, Effect, Exit, Layer, Logger, Option, Scope } from "effect"
 import { createServer } from "node:http"
 import type { Settings } from "./AppConfig.js"
 import type { DevIssuer } from "./auth/DevIssuer.js"
@@ -82,6 +82,9 @@ const demoInstructions = (issuer: DevIssuer["Type"], baseUrl: string) =>
     ].join("\n")
   })
 
+/** Start-up failed (its cause is printed on stderr first). */
+export class StartFailed extends Data.TaggedError("StartFailed")<{ readonly message: string }> {}
+
 /** How long in-flight requests may take to finish on SIGTERM/SIGINT. */
 const DRAIN_TIMEOUT_MS = 10_000
 
@@ -108,7 +111,7 @@ export const runServer = (settings: Settings) =>
     yield* Scope.close(scope, Exit.void)
     if (Exit.isFailure(exit)) {
       yield* Console.error(`The tenant engine could not start:\n${Cause.pretty(exit.cause)}`)
-      return yield* Effect.fail("start failed")
+      return yield* new StartFailed({ message: "the tenant engine could not start" })
     }
     yield* Effect.logInfo("stopped")
   }).pipe(Effect.provide(loggerFor(settings)))

@@ -4,7 +4,7 @@ import { runServer } from "./Server.js"
 
 /** `npm start`: the platform with the configuration in the environment (see README). */
 const main = readSettings.pipe(
-  Effect.tapError((message) => Console.error(`Invalid configuration:\n${message}`)),
+  Effect.tapError((error) => Console.error(`Invalid configuration:\n${error.problems.join("\n")}`)),
   Effect.flatMap(runServer)
 )
 

@@ -4,7 +4,7 @@ import { FOREIGN_KEY_VIOLATION, orDie, sqlState } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { TenantNotFound, TenantSuspended } from "../tenancy/TenancyErrors.js"
-import { boundedText, Tenant } from "../tenancy/Tenant.js"
+import { boundedText, type Tenant, tenantFromRow, type TenantRowStatus } from "../tenancy/Tenant.js"
 import { AuthConfig } from "./AuthConfig.js"
 import { AccountDisabled, ClientDisabled, NoTenant, TenantMismatch, UnknownClient } from "./AuthErrors.js"
 import {
@@ -105,8 +105,6 @@ export class AccountDirectory extends Context.Tag("tenant-engine/AccountDirector
   )
 }
 
-type TenantRowStatus = "provisioning" | "active" | "suspended" | "deleting"
-
 interface EntryRow {
   readonly account_id: string
   readonly tenant_id: string
@@ -150,13 +148,12 @@ const toEntry = (row: EntryRow): Entry => ({
     ...(row.display_name !== null ? { displayName: row.display_name } : {}),
     createdAt: row.account_created_at
   }, true),
-  tenant: new Tenant({
+  tenant: tenantFromRow({
     id: row.tenant_id,
     name: row.tenant_name,
-    // Provisioning and deleting tenants admit nobody; to callers they are suspended.
-    status: row.tenant_status === "active" ? "active" : "suspended",
-    createdAt: row.tenant_created_at
-  }, true),
+    status: row.tenant_status,
+    created_at: row.tenant_created_at
+  }),
   tenantStatus: row.tenant_status,
   accountDisabled: row.account_disabled_at !== null,
   clientDisabled: row.client_disabled_at !== null

@@ -1,3 +1,4 @@
+import { Data } from "effect"
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from "jose"
 
 /**
@@ -14,8 +15,6 @@ import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } f
  */
 export interface IssuerKeys {
   readonly getKey: JWTVerifyGetKey
-  /** The keys currently known (after a first fetch), for diagnostics. */
-  readonly current: () => JSONWebKeySet | undefined
   /** Changes whenever the published keys change: what was verified before may no longer be. */
   readonly version: () => number
   /** Starts a background refresh when the keys are due for one (a cached verification still counts as use). */
@@ -25,7 +24,7 @@ export interface IssuerKeys {
 /** A fixed key set (a local JWKS file). */
 export const localIssuerKeys = (jwks: JSONWebKeySet): IssuerKeys => {
   const getKey = createLocalJWKSet(jwks)
-  return { getKey, current: () => getKey.jwks(), version: () => 0, refreshIfStale: () => {} }
+  return { getKey, version: () => 0, refreshIfStale: () => {} }
 }
 
 export interface RemoteKeysOptions {
@@ -41,7 +40,10 @@ export interface RemoteKeysOptions {
 }
 
 /** The key set could not be fetched (or, after a failure, not yet again: the cooldown). */
-export class KeysUnavailable extends Error {}
+export class KeysUnavailable extends Data.TaggedError("KeysUnavailable")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
 
 export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
   let keys: ReturnType<typeof createLocalJWKSet> | undefined
@@ -72,7 +74,7 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
         }
       } catch (cause) {
         options.onFetchError(cause, background)
-        throw new KeysUnavailable("the issuer's keys could not be fetched", { cause })
+        throw new KeysUnavailable({ message: "the issuer's keys could not be fetched", cause })
       }
     }
     const current = run().finally(() => {
@@ -94,13 +96,13 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
   const getKey: JWTVerifyGetKey = async (header, token) => {
     if (keys === undefined) {
       if (pending) await pending
-      else if (coolingDown()) throw new KeysUnavailable("the issuer's keys could not be fetched")
+      else if (coolingDown()) throw new KeysUnavailable({ message: "the issuer's keys could not be fetched" })
       else await refresh()
     } else {
       refreshIfStale()
     }
     const known = keys
-    if (known === undefined) throw new KeysUnavailable("the issuer's keys could not be fetched")
+    if (known === undefined) throw new KeysUnavailable({ message: "the issuer's keys could not be fetched" })
     try {
       return await known(header, token)
     } catch (error) {
@@ -115,7 +117,7 @@ export const remoteIssuerKeys = (options: RemoteKeysOptions): IssuerKeys => {
     }
   }
 
-  return { getKey, current: () => keys?.jwks(), version: () => version, refreshIfStale }
+  return { getKey, version: () => version, refreshIfStale }
 }
 
 /** Finds the JWKS URL by OIDC discovery; the document must name the same issuer. */

@@ -2,7 +2,6 @@ import { Effect, Layer, Logger, LogLevel } from "effect"
 import { readSettings } from "../AppConfig.js"
 import { environment } from "../platform/Environment.js"
 import { PlatformLive } from "../PlatformLive.js"
-import { invalidConfiguration } from "./output.js"
 
 /**
  * The platform's services for one CLI command, from the same configuration as
@@ -11,7 +10,7 @@ import { invalidConfiguration } from "./output.js"
  */
 export const CliPlatform = Layer.unwrapScoped(
   Effect.gen(function*() {
-    const settings = yield* readSettings.pipe(Effect.mapError(invalidConfiguration))
+    const settings = yield* readSettings
     const env = yield* environment(settings, { quiet: true })
     return PlatformLive.pipe(Layer.provide(env.layer))
   })

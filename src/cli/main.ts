@@ -2,20 +2,17 @@ import { Command, ValidationError } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { Cause, Console, Effect, Exit, Option } from "effect"
 import { readSettings } from "../AppConfig.js"
+import { describeError, messageOf } from "../ErrorText.js"
 import { runServer } from "../Server.js"
 import { CliPlatform } from "./CliPlatform.js"
 import { clients } from "./clients.js"
 import { domains } from "./domains.js"
 import { migrate } from "./migrate.js"
-import { describeDefect, invalidConfiguration, messageOf } from "./output.js"
 import { tenants } from "./tenants.js"
 import { token } from "./token.js"
 
 const serve = Command.make("serve", {}, () =>
-  readSettings.pipe(
-    Effect.mapError(invalidConfiguration),
-    Effect.flatMap(runServer)
-  )).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
+  Effect.flatMap(readSettings, runServer)).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
 
 // Commands that operate on the platform get its services; serve and token build their own.
 
@@ -40,7 +37,7 @@ cli(process.argv).pipe(
   Effect.tapErrorCause((cause) =>
     Option.match(Cause.failureOption(cause), {
       onSome: (error) => ValidationError.isValidationError(error) ? Effect.void : Console.error(`error: ${messageOf(error)}`),
-      onNone: () => Cause.isInterruptedOnly(cause) ? Effect.void : Console.error(`error: ${describeDefect(Cause.squash(cause))}`)
+      onNone: () => Cause.isInterruptedOnly(cause) ? Effect.void : Console.error(`error: ${describeError(Cause.squash(cause))}`)
     })
   ),
   Effect.provide(NodeContext.layer),

@@ -27,32 +27,4 @@ export const printRecord = (record: Record<string, unknown>, json: boolean) =>
         .join("\n")
     )
 
-/** The message of a failure: typed errors carry one; anything else is shown as it is. */
-export const messageOf = (error: unknown): string => {
-  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
-    return error.message
-  }
-  return String(error)
-}
-
-/**
- * A defect on one line: its message and those of its causes (an SqlError's
- * own message says only "Failed to execute statement"; PostgreSQL's, in its
- * cause, says what went wrong).
- */
-export const describeDefect = (defect: unknown): string => {
-  const messages: Array<string> = []
-  let error: unknown = defect
-  for (let depth = 0; depth < 8 && error !== undefined && error !== null; depth++) {
-    const line = messageOf(error).split("\n").map((l) => l.trim()).find((l) => l !== "")
-    if (line !== undefined && !messages.includes(line)) messages.push(line)
-    error = typeof error === "object" && "cause" in error ? error.cause : undefined
-  }
-  return messages.length === 0 ? "unexpected failure" : messages.join(": ")
-}
-
-/** Configuration problems come one per line (each naming its variable): the CLI says them on one. */
-export const invalidConfiguration = (problems: string) =>
-  new Error(`invalid configuration: ${problems.split("\n").filter((line) => line !== "").join("; ")}`)
-
 export const done = (message: string) => Effect.asVoid(Console.log(message))

@@ -3,7 +3,6 @@ import { Console, Duration, Effect, Option } from "effect"
 import { join } from "node:path"
 import { readSettings } from "../AppConfig.js"
 import { DevIssuer } from "../auth/DevIssuer.js"
-import { invalidConfiguration } from "./output.js"
 
 const scope = Options.text("scope").pipe(
   Options.withDescription("scopes, space- or comma-separated (default: notes:read notes:write)"),
@@ -23,7 +22,7 @@ const scopesOf = (value: Option.Option<string>) =>
 /** Mints with the development issuer of this data folder; refuses when a real issuer is configured. */
 const mint = (f: (issuer: DevIssuer["Type"], lifetime: Duration.Duration) => Effect.Effect<string>, lifetimeText: string) =>
   Effect.gen(function*() {
-    const settings = yield* readSettings.pipe(Effect.mapError(invalidConfiguration))
+    const settings = yield* readSettings
     if (settings.authIssuers.length > 0) {
       return yield* Effect.fail(
         new Error("AUTH_ISSUER is set: tokens come from that issuer; this command mints development tokens only")

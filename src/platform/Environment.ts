@@ -1,7 +1,7 @@
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Layer, Option, Redacted } from "effect"
 import { join } from "node:path"
 import { type Settings, sharedPoolConnections, tenantAdminUrl } from "../AppConfig.js"
-import { AuthConfig } from "../auth/AuthConfig.js"
+import { AuthConfig, makeAuthConfig } from "../auth/AuthConfig.js"
 import { DevIssuer } from "../auth/DevIssuer.js"
 import { withDatabase } from "../db/DatabaseUrl.js"
 import { TenancyConfig } from "../tenancy/TenancyConfig.js"
@@ -61,16 +61,16 @@ export const environment = (settings: Settings, options: { readonly quiet?: bool
         idleTimeout: settings.tenantIdleTimeout,
         acquireTimeout: settings.tenantAcquireTimeout
       }),
-      Layer.succeed(AuthConfig, {
-        issuers,
-        audience: settings.authAudience,
-        algorithms: settings.authAlgorithms,
-        clockTolerance: settings.authClockTolerance,
-        tenantClaim: settings.tenantClaim,
-        accountCacheTtl: Duration.minutes(1),
-        accountCacheCapacity: 10_000,
-        jwksCooldown: Duration.seconds(30)
-      })
+      Layer.succeed(
+        AuthConfig,
+        makeAuthConfig({
+          issuers,
+          audience: settings.authAudience,
+          algorithms: settings.authAlgorithms,
+          clockTolerance: settings.authClockTolerance,
+          tenantClaim: settings.tenantClaim
+        })
+      )
     )
     return { layer, devIssuer, platformUrl: Redacted.value(platformUrl) }
   })

@@ -36,6 +36,23 @@ export class Tenant extends Schema.Class<Tenant>("Tenant")({
   createdAt: Schema.Date
 }) {}
 
+/** A tenant's status in the platform database, where it may also be half made or half gone. */
+export type TenantRowStatus = "provisioning" | "active" | "suspended" | "deleting"
+
+/** A tenant as the platform's `tenants` row has it. Provisioning and deleting tenants admit nobody: they show as suspended. */
+export const tenantFromRow = (row: {
+  readonly id: string
+  readonly name: string
+  readonly status: TenantRowStatus
+  readonly created_at: Date
+}) =>
+  new Tenant({
+    id: row.id,
+    name: row.name,
+    status: row.status === "active" ? "active" : "suspended",
+    createdAt: row.created_at
+  }, true)
+
 /** Where a tenant's data lives, as operators see it: names only, never a URL or a credential. */
 export class Placement extends Schema.Class<Placement>("Placement")({
   server: Schema.String,

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from "node:crypto"
 import Pg from "pg"
 import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
-import { DUPLICATE_DATABASE, DUPLICATE_OBJECT, OBJECT_IN_USE, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
+import { DUPLICATE_DATABASE, DUPLICATE_OBJECT, OBJECT_IN_USE, orDie, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import {
@@ -19,7 +19,16 @@ import {
   TenantSuspended,
   TenantUnavailable
 } from "./TenancyErrors.js"
-import { ManagedTenant, Placement, TenantId, TenantName, type TenantStatus, type TenantStrategy } from "./Tenant.js"
+import {
+  ManagedTenant,
+  Placement,
+  tenantFromRow,
+  TenantId,
+  TenantName,
+  type TenantRowStatus,
+  type TenantStatus,
+  type TenantStrategy
+} from "./Tenant.js"
 import { TenantMigrations } from "./TenantMigrations.js"
 
 /** Where a tenant's data lives and how its session logs in. */
@@ -102,7 +111,7 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
 interface TenantRow {
   readonly id: string
   readonly name: string
-  readonly status: "provisioning" | "active" | "suspended" | "deleting"
+  readonly status: TenantRowStatus
   readonly created_at: Date
   readonly db_server: string
   readonly db_strategy: TenantStrategy
@@ -115,10 +124,7 @@ interface TenantRow {
 
 const toTenant = (row: TenantRow) =>
   new ManagedTenant({
-    id: row.id,
-    name: row.name,
-    status: row.status === "suspended" ? "suspended" : "active",
-    createdAt: row.created_at,
+    ...tenantFromRow(row),
     placement: new Placement({
       server: DEFAULT_SERVER,
       strategy: row.db_strategy,
@@ -141,8 +147,6 @@ const OTHERS_DRAIN_MILLIS = 10_000
  */
 const RESERVED_IDS = new Set(["app", "template"])
 
-/** Statements the platform's own code writes are correct or it is a bug: a failure is a defect. */
-const orDie = <A, E extends SqlError, R>(effect: Effect.Effect<A, E, R>) => Effect.orDie(effect)
 
 const ident = Pg.escapeIdentifier
 

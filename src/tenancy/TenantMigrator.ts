@@ -1,5 +1,6 @@
-import { Cause, Console, Context, Effect, Layer, Option } from "effect"
+import { Cause, Console, Context, Data, Effect, Layer, Option } from "effect"
 import { latestVersion } from "../db/Migrations.js"
+import { describeError } from "../ErrorText.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import type { TenantStrategy } from "./Tenant.js"
@@ -31,15 +32,7 @@ export interface FleetMigration {
 }
 
 /** Some tenants could not be migrated; they are recorded as failed and serve 503 until a rerun fixes them. */
-export class FleetMigrationFailed extends Error {
-  readonly _tag = "FleetMigrationFailed"
-  /** For one tenant's failure: what went wrong, without the tenant's id (the message has it). */
-  readonly reason: string | undefined
-  constructor(message: string, reason?: string) {
-    super(message)
-    this.reason = reason
-  }
-}
+export class FleetMigrationFailed extends Data.TaggedError("FleetMigrationFailed")<{ readonly message: string }> {}
 
 /**
  * Migrations across the fleet of tenant databases.
@@ -62,8 +55,6 @@ export class TenantMigrator extends Context.Tag("tenant-engine/TenantMigrator")<
     readonly progress?: "auto" | "none" | undefined
     readonly json?: boolean | undefined
   }) => Effect.Effect<FleetMigration, FleetMigrationFailed>
-  /** Migrates one tenant now (when behind or failed). */
-  readonly migrateTenant: (id: string) => Effect.Effect<"migrated" | "skipped", FleetMigrationFailed>
 }>() {
   static readonly layer = Layer.effect(TenantMigrator, Effect.suspend(() => make))
 }
@@ -99,7 +90,7 @@ const make = Effect.gen(function*() {
     return { latest, tenants, counts }
   })
 
-  /** Claims, migrates and records one tenant; the outcome is recorded whatever happens. */
+  /** Claims, migrates and records one tenant; the outcome is recorded whatever happens (a failure: what went wrong). */
   const migrateOne = (id: string, latest: number) =>
     Effect.gen(function*() {
       const claimed = yield* platform<{ db_strategy: TenantStrategy; db_name: string; db_schema: string | null }>`
@@ -117,10 +108,10 @@ const make = Effect.gen(function*() {
                         migration_error = NULL, updated_at = now() WHERE id = ${id}`.pipe(Effect.orDie)
         return "migrated" as const
       }
-      const error = describe(outcome.cause)
+      const error = describeError(Cause.squash(outcome.cause)).slice(0, 500)
       yield* platform`UPDATE tenants SET migration_state = 'failed', migration_error = ${error}, updated_at = now()
                       WHERE id = ${id}`.pipe(Effect.orDie)
-      return yield* Effect.fail(new FleetMigrationFailed(`tenant ${id}: ${error}`, error))
+      return { failed: error }
     }).pipe(Effect.uninterruptible)
 
   const migrateAll = (options: Parameters<TenantMigrator["Type"]["migrateAll"]>[0] = {}) =>
@@ -140,17 +131,20 @@ const make = Effect.gen(function*() {
       const failed: Array<{ id: string; error: string }> = []
       yield* Effect.forEach(pending, ({ id }) =>
         migrateOne(id, latest).pipe(
-          Effect.match({
-            onSuccess: (result) => (result === "migrated" ? migrated : skipped).push(id),
-            onFailure: (error) => failed.push({ id, error: error.reason ?? error.message })
-          }),
-          Effect.tap(() => progress.step(id, failed.at(-1)?.id === id ? "failed" : "ok"))
+          Effect.tap((outcome) => {
+            if (outcome === "migrated") migrated.push(id)
+            else if (outcome === "skipped") skipped.push(id)
+            else failed.push({ id, error: outcome.failed })
+            return progress.step(id, typeof outcome === "object" ? "failed" : "ok")
+          })
         ), { concurrency, discard: true })
       const summary: FleetMigration = { latest, migrated, failed, skipped }
       yield* progress.finish(summary, options.json === true)
       if (failed.length > 0) {
         return yield* Effect.fail(
-          new FleetMigrationFailed(`${failed.length} of ${pending.length} tenants failed to migrate; rerun after fixing`)
+          new FleetMigrationFailed({
+            message: `${failed.length} of ${pending.length} tenants failed to migrate; rerun after fixing`
+          })
         )
       }
       return summary
@@ -158,28 +152,9 @@ const make = Effect.gen(function*() {
 
   return TenantMigrator.of({
     status,
-    migrateAll,
-    migrateTenant: (id) =>
-      Effect.flatMap(Effect.orDie(latestVersion(loader)), (latest) => migrateOne(id, latest))
+    migrateAll
   })
 })
-
-/**
- * What went wrong, on one line, without stack traces. The migrator's error
- * wraps an SqlError ("Failed to execute statement") that wraps PostgreSQL's
- * own message, which is the one that helps: follow the whole chain.
- */
-const describe = (cause: Cause.Cause<unknown>): string => {
-  const messages: Array<string> = []
-  let error: unknown = Cause.squash(cause)
-  for (let depth = 0; depth < 8 && error !== undefined && error !== null; depth++) {
-    const message = error instanceof Error ? error.message : String(error)
-    const line = message.split("\n").map((l) => l.trim()).find((l) => l !== "")
-    if (line !== undefined && !messages.includes(line)) messages.push(line)
-    error = error instanceof Error ? error.cause : undefined
-  }
-  return messages.join(": ").slice(0, 500)
-}
 
 /** A progress bar on a terminal, a line per tenant otherwise (or nothing). */
 const makeProgress = (total: number, quiet: boolean) => {

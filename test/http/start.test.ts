@@ -155,13 +155,13 @@ describe("npm start", () => {
   it("values refused by a validation rule name their variable too", async () => {
     const bad = { AUTH_ALGORITHMS: "HS256", TENANT_POOL_MAX: "0", DATABASE_URL: "mysql://localhost/db", TENANT_DATABASE_PREFIX: "Bad-Prefix" }
     for (const [name, value] of Object.entries(bad)) {
-      const message = await Effect.runPromise(
+      const { problems } = await Effect.runPromise(
         readSettings.pipe(
           Effect.flip,
           Effect.withConfigProvider(ConfigProvider.fromMap(new Map([[name, value]])))
         )
       )
-      expect(message).toMatch(new RegExp(`^${name}: `, "m"))
+      expect(problems.some((problem) => problem.startsWith(`${name}: `))).toBe(true)
     }
   })
 })
