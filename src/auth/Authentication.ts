@@ -41,6 +41,9 @@ export class Authentication extends Context.Tag("tenant-engine/Authentication")<
   )
 }
 
+/** How many tokens' callers are remembered (as many as the verifier remembers tokens). */
+const CALLER_CACHE_CAPACITY = 10_000
+
 /** The scope an operator's token must carry for the admin routes. */
 export const ADMIN_SCOPE = "platform:admin"
 
@@ -145,27 +148,32 @@ const make = Effect.gen(function*() {
     return Effect.map(lookup, ({ account, tenant }) => ({ principal, account, tenant }))
   }
 
-  // The verifier hands out the same claims object for a repeated token, so
-  // what the claims say is worked out once per verified token, not per request.
-  const callers = new WeakMap<VerifiedClaims, Effect.Effect<UserWithAccount["Type"], AuthenticationError>>()
-  const cachedCallerOf = (claims: VerifiedClaims) => {
-    let caller = callers.get(claims)
+  // What a token's claims say (the principal, the directory look-up to run)
+  // is worked out once per token, not per request: the claims are a function
+  // of the token, which the verifier checks again (times, keys) on every use.
+  // Bounded like the verifier's own cache, the oldest going first.
+  const callers = new Map<string, Effect.Effect<UserWithAccount["Type"], AuthenticationError>>()
+  const callerOfToken = (token: string, claims: VerifiedClaims) => {
+    let caller = callers.get(token)
     if (caller === undefined) {
       caller = callerOf(claims)
-      callers.set(claims, caller)
+      if (callers.size >= CALLER_CACHE_CAPACITY) callers.delete(callers.keys().next().value!)
+      callers.set(token, caller)
     }
     return caller
   }
 
-  const verifiedClaims = (authorization: ReadonlyArray<string>) =>
-    Effect.flatMap(bearerToken(authorization), (token) => Effect.map(verifier.verify(token), ({ claims }) => claims))
+  const verifiedClaims = (token: string) => Effect.map(verifier.verify(token), ({ claims }) => claims)
 
   const authenticate = (authorization: ReadonlyArray<string>) =>
-    Effect.flatMap(verifiedClaims(authorization), cachedCallerOf)
+    Effect.flatMap(
+      bearerToken(authorization),
+      (token) => Effect.flatMap(verifiedClaims(token), (claims) => callerOfToken(token, claims))
+    )
 
   const authenticateAdmin = (authorization: ReadonlyArray<string>) =>
     Effect.gen(function*() {
-      const principal = yield* Effect.flatMap(verifiedClaims(authorization), principalOf)
+      const principal = yield* Effect.flatMap(Effect.flatMap(bearerToken(authorization), verifiedClaims), principalOf)
       if (!principal.scopes.includes(ADMIN_SCOPE)) {
         return yield* new InsufficientScope({ message: `this needs the scope ${ADMIN_SCOPE}`, scope: ADMIN_SCOPE })
       }

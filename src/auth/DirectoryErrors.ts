@@ -1,40 +1,28 @@
-import { HttpApiSchema } from "@effect/platform"
-import { Schema } from "effect"
-import { errorCode } from "../tenancy/TenancyErrors.js"
+import { ApiError } from "../ApiError.js"
 
 /**
  * Failures of the account directory's operator operations (service clients,
- * email domains, accounts). Each carries the contract's `error` code and
- * status, so the encoded error is the response body.
+ * email domains, accounts), each with the contract's `error` code and status.
  */
 
-export class ClientAlreadyExists extends Schema.TaggedError<ClientAlreadyExists>()("ClientAlreadyExists", {
-  error: errorCode("client_exists"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 409 })) {}
+export class ClientAlreadyExists extends ApiError<ClientAlreadyExists>()("ClientAlreadyExists", {
+  code: "client_exists",
+  status: 409
+}) {}
 
-export class ClientNotFound extends Schema.TaggedError<ClientNotFound>()("ClientNotFound", {
-  error: errorCode("not_found"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 404 })) {}
+export class ClientNotFound extends ApiError<ClientNotFound>()("ClientNotFound", { code: "not_found", status: 404 }) {}
 
 /** A client id or display name the platform cannot store. */
-export class InvalidServiceClient extends Schema.TaggedError<InvalidServiceClient>()("InvalidServiceClient", {
-  error: errorCode("bad_request"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 400 })) {}
+export class InvalidServiceClient extends ApiError<InvalidServiceClient>()("InvalidServiceClient", {
+  code: "bad_request",
+  status: 400
+}) {}
 
-export class DomainAlreadyExists extends Schema.TaggedError<DomainAlreadyExists>()("DomainAlreadyExists", {
-  error: errorCode("domain_exists"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 409 })) {}
+export class DomainAlreadyExists extends ApiError<DomainAlreadyExists>()("DomainAlreadyExists", {
+  code: "domain_exists",
+  status: 409
+}) {}
 
-export class InvalidDomain extends Schema.TaggedError<InvalidDomain>()("InvalidDomain", {
-  error: errorCode("bad_request"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 400 })) {}
+export class InvalidDomain extends ApiError<InvalidDomain>()("InvalidDomain", { code: "bad_request", status: 400 }) {}
 
-export class AccountNotFound extends Schema.TaggedError<AccountNotFound>()("AccountNotFound", {
-  error: errorCode("not_found"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 404 })) {}
+export class AccountNotFound extends ApiError<AccountNotFound>()("AccountNotFound", { code: "not_found", status: 404 }) {}

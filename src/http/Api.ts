@@ -1,62 +1,15 @@
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
-import { Context, Schema } from "effect"
-import {
-  AccountDisabled,
-  ClientDisabled,
-  InsufficientScope,
-  InvalidToken,
-  MissingToken,
-  NoTenant,
-  TenantMismatch,
-  UnknownClient
-} from "../auth/AuthErrors.js"
-import { Account, Principal, UserWithAccount } from "../auth/UserWithAccount.js"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
 import { ClientAlreadyExists, ClientNotFound, DomainAlreadyExists, InvalidDomain, InvalidServiceClient } from "../auth/DirectoryErrors.js"
 import { ServiceClient, TenantDomain } from "../auth/ServiceClient.js"
-import { NewNote, Note, NoteId, NotePage, NotePatch, strict } from "../notes/Note.js"
-import { NoteNotFound, NoteValidationError } from "../notes/NoteErrors.js"
-import {
-  errorCode,
-  InvalidTenant,
-  ProvisioningFailed,
-  TenantAlreadyExists,
-  TenantNotFound,
-  TenantSuspended,
-  TenantUnavailable
-} from "../tenancy/TenancyErrors.js"
+import { Account, Principal } from "../auth/UserWithAccount.js"
+import { strict } from "../notes/Note.js"
+import { NotesApi } from "../notes/NotesApi.js"
+import { InvalidTenant, ProvisioningFailed, TenantAlreadyExists, TenantNotFound } from "../tenancy/TenancyErrors.js"
 import { ManagedTenant, Tenant, TenantId, TenantStatus, TenantStrategy } from "../tenancy/Tenant.js"
-
-/** The platform database does not answer. */
-export class NotReady extends Schema.TaggedError<NotReady>()("NotReady", {
-  error: errorCode("not_ready"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 503 })) {}
-
-/** The admin caller of an admin route: a principal with `platform:admin`. */
-export class AdminPrincipal extends Context.Tag("tenant-engine/AdminPrincipal")<AdminPrincipal, Principal>() {}
-
-/** Bearer authentication of tenant routes: provides the caller (UserWithAccount). */
-export class Authenticated extends HttpApiMiddleware.Tag<Authenticated>()("Authenticated", {
-  provides: UserWithAccount,
-  failure: Schema.Union(
-    MissingToken,
-    InvalidToken,
-    UnknownClient,
-    ClientDisabled,
-    NoTenant,
-    AccountDisabled,
-    TenantMismatch,
-    TenantSuspended
-  ),
-  security: { bearer: HttpApiSecurity.bearer }
-}) {}
-
-/** Bearer authentication of admin routes: a valid token with `platform:admin`, no account. */
-export class AdminAuthenticated extends HttpApiMiddleware.Tag<AdminAuthenticated>()("AdminAuthenticated", {
-  provides: AdminPrincipal,
-  failure: Schema.Union(MissingToken, InvalidToken, InsufficientScope),
-  security: { bearer: HttpApiSecurity.bearer }
-}) {}
+import { BadRequest, InternalError, NotReady, PayloadTooLarge, UnsupportedMediaType } from "./HttpErrors.js"
+import { documentErrors } from "./OpenApiErrors.js"
+import { AdminAuthenticated, Authenticated } from "./Security.js"
 
 export class Health extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Schema.Struct({ status: Schema.Literal("ok") })))
@@ -71,37 +24,6 @@ export const MeResponse = Schema.Struct({ principal: Principal, account: Account
 
 export class Me extends HttpApiGroup.make("me")
   .add(HttpApiEndpoint.get("me", "/v1/me").addSuccess(MeResponse))
-  .middleware(Authenticated)
-{}
-
-const noteId = HttpApiSchema.param("id", NoteId)
-
-export class Notes extends HttpApiGroup.make("notes")
-  .add(
-    HttpApiEndpoint.get("list", "/v1/notes")
-      .setUrlParams(Schema.Struct({
-        limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100))),
-        cursor: Schema.optional(Schema.String)
-      }))
-      .addSuccess(NotePage)
-  )
-  .add(
-    HttpApiEndpoint.post("create", "/v1/notes")
-      .setPayload(NewNote)
-      .addSuccess(Note, { status: 201 })
-  )
-  .add(HttpApiEndpoint.get("get")`/v1/notes/${noteId}`.addSuccess(Note))
-  .add(
-    HttpApiEndpoint.patch("update")`/v1/notes/${noteId}`
-      .setPayload(NotePatch)
-      .addSuccess(Note)
-  )
-  .add(HttpApiEndpoint.del("remove")`/v1/notes/${noteId}`.addSuccess(HttpApiSchema.NoContent))
-  .addError(NoteNotFound)
-  .addError(NoteValidationError)
-  .addError(InsufficientScope)
-  .addError(TenantUnavailable)
-  .addError(TenantNotFound)
   .middleware(Authenticated)
 {}
 
@@ -170,11 +92,22 @@ export class Admin extends HttpApiGroup.make("admin")
   .middleware(AdminAuthenticated)
 {}
 
-export class PlatformApi extends HttpApi.make("tenant-engine")
+/**
+ * Every route of docs/API.md. A tenant-scoped resource adds its group here
+ * (one line, see README); errors every route can answer with are declared once
+ * at the end. HttpApiDecodeError, which HttpApi.make declares, is never sent:
+ * ApiFailures.ts turns it into BadRequest and documentErrors says so.
+ */
+const api = HttpApi.make("tenant-engine")
   .add(Health)
   .add(Me)
-  .add(Notes)
+  .add(NotesApi)
   .add(Admin)
+  .addError(BadRequest)
+  .addError(PayloadTooLarge)
+  .addError(UnsupportedMediaType)
+  .addError(InternalError)
   .annotate(OpenApi.Title, "Tenant engine")
   .annotate(OpenApi.Description, "A multi-tenant platform API: every request works in its tenant's own database.")
-{}
+
+export class PlatformApi extends api.annotate(OpenApi.Transform, documentErrors(api)) {}

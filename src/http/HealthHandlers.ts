@@ -1,7 +1,8 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect } from "effect"
 import { PlatformDb } from "../platform/PlatformDb.js"
-import { NotReady, PlatformApi } from "./Api.js"
+import { PlatformApi } from "./Api.js"
+import { NotReady } from "./HttpErrors.js"
 
 export const HealthHandlers = HttpApiBuilder.group(PlatformApi, "health", (handlers) =>
   Effect.gen(function*() {

@@ -1,29 +1,46 @@
-import type { HttpServerRequest } from "@effect/platform"
+import type { HttpApp } from "@effect/platform"
+import { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import type { IncomingMessage } from "node:http"
+import { Effect, Exit, FiberRef, HashMap, LogLevel } from "effect"
 
 /**
- * What one request learned about its caller, for its log line. The outer
- * middleware starts it; authentication fills it in. Mutable by design: it is
- * one request's private record, written before the response and read after.
+ * One log line per request: method, path, status, duration, with the
+ * request's log annotations (its id, and the tenant and account kind
+ * authentication found). A 5xx is a warning; below the minimum log level the
+ * line is not even made.
  */
-export interface RequestLog {
-  readonly requestId: string
-  tenant?: string
-  accountKind?: string
-}
+export const accessLog = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const started = performance.now()
+    return Effect.onExit(app, (exit) =>
+      Effect.withFiberRuntime((fiber) => {
+        const status = Exit.isSuccess(exit) && !connectionGone(request) ? exit.value.status : 499
+        const level = status >= 500 ? LogLevel.Warning : LogLevel.Info
+        if (LogLevel.lessThan(level, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))) return Effect.void
+        return Effect.logWithLevel(
+          level,
+          `${request.method} ${request.url.split("?")[0]} ${status} ${(performance.now() - started).toFixed(1)}ms`
+        )
+      }))
+  })
 
-// Kept beside the request's Node message rather than provided as a service:
-// providing one more service per request copies the fiber's whole context.
-const records = new WeakMap<IncomingMessage, RequestLog>()
+/**
+ * Records who the request is for in its log annotations (the access log line
+ * and anything else it logs carry them). Not scoped to an effect: it holds
+ * for the rest of the request, whose outermost annotation (the request id)
+ * ends it.
+ */
+export const annotateCaller = (caller: { readonly tenant?: string; readonly accountKind: string }) =>
+  FiberRef.update(FiberRef.currentLogAnnotations, (annotations) => {
+    const withKind = HashMap.set(annotations, "accountKind", caller.accountKind)
+    return caller.tenant === undefined ? withKind : HashMap.set(withKind, "tenant", caller.tenant)
+  })
 
-/** The record of this request, made by the outer middleware. */
-export const startRequestLog = (request: HttpServerRequest.HttpServerRequest, requestId: string): RequestLog => {
-  const record: RequestLog = { requestId }
-  records.set(NodeHttpServerRequest.toIncomingMessage(request), record)
-  return record
-}
-
-/** The record of this request, if the outer middleware started one. */
-export const requestLogOf = (request: HttpServerRequest.HttpServerRequest): RequestLog | undefined =>
-  records.get(NodeHttpServerRequest.toIncomingMessage(request))
+/**
+ * Whether the response can no longer be sent: its socket is destroyed (the
+ * client hung up, or the body reader destroyed it on an oversized chunked
+ * body); the response learns of it later.
+ */
+export const connectionGone = (request: HttpServerRequest.HttpServerRequest) =>
+  NodeHttpServerRequest.toServerResponse(request).destroyed ||
+  NodeHttpServerRequest.toIncomingMessage(request).socket.destroyed

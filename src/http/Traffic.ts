@@ -1,5 +1,8 @@
+import type { HttpApp } from "@effect/platform"
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import type { Server } from "node:http"
+import { connectionGone } from "./RequestLog.js"
 
 /**
  * Requests in flight, for a graceful shutdown: stop accepting, let what is
@@ -11,6 +14,25 @@ export class Traffic extends Context.Tag("tenant-engine/Traffic")<Traffic, {
 }>() {
   static readonly layer = Layer.sync(Traffic, () => ({ inFlight: 0, draining: false }))
 }
+
+/**
+ * Counts the requests in flight; while draining, each connection closes after
+ * its response. A response whose connection is gone is sent empty: Node never
+ * completes a write to a destroyed response, so a body would leave the
+ * request in flight for ever, holding up a drain.
+ */
+export const countInFlight = Effect.map(Traffic, (traffic) =>
+<E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    traffic.inFlight++
+    return Effect.ensuring(
+      Effect.map(app, (response) => {
+        if (connectionGone(request)) return HttpServerResponse.empty({ status: response.status })
+        return traffic.draining ? HttpServerResponse.setHeader(response, "connection", "close") : response
+      }),
+      Effect.sync(() => traffic.inFlight--)
+    )
+  }))
 
 /** Stops accepting connections and waits until no request is in flight, at most `timeoutMs`. */
 export const drain = (server: Server, timeoutMs: number) =>

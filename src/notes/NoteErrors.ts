@@ -1,14 +1,9 @@
-import { HttpApiSchema } from "@effect/platform"
-import { Schema } from "effect"
-import { errorCode } from "../tenancy/TenancyErrors.js"
+import { ApiError } from "../ApiError.js"
 
-export class NoteNotFound extends Schema.TaggedError<NoteNotFound>()("NoteNotFound", {
-  error: errorCode("not_found"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 404 })) {}
+export class NoteNotFound extends ApiError<NoteNotFound>()("NoteNotFound", { code: "not_found", status: 404 }) {}
 
 /** Input the note rules refuse; nothing was written. */
-export class NoteValidationError extends Schema.TaggedError<NoteValidationError>()("NoteValidationError", {
-  error: errorCode("bad_request"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 400 })) {}
+export class NoteValidationError extends ApiError<NoteValidationError>()("NoteValidationError", {
+  code: "bad_request",
+  status: 400
+}) {}

@@ -2,9 +2,9 @@ import { HttpApiBuilder } from "@effect/platform"
 import { Context, Effect } from "effect"
 import { requireScope } from "../auth/Authentication.js"
 import { UserWithAccount } from "../auth/UserWithAccount.js"
-import { NoteService } from "../notes/NoteService.js"
+import { PlatformApi } from "../http/Api.js"
 import { TenantContexts } from "../tenancy/TenantContexts.js"
-import { PlatformApi } from "./Api.js"
+import { NoteService } from "./NoteService.js"
 
 /**
  * Checks the scope, then runs `f` with the caller's tenant's NoteService,

@@ -1,42 +1,35 @@
-import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
+import { ApiError } from "../ApiError.js"
+
+/** Failures of the tenancy layer, each with the contract's `error` code and status (docs/API.md). */
+
+export class TenantNotFound extends ApiError<TenantNotFound>()("TenantNotFound", { code: "not_found", status: 404 }) {}
+
+export class TenantSuspended extends ApiError<TenantSuspended>()("TenantSuspended", {
+  code: "tenant_suspended",
+  status: 403
+}) {}
 
 /**
- * Failures of the tenancy layer. Each carries the contract's `error` code
- * (API.md) as a field, so the encoded error is the response body.
+ * The tenant's database cannot serve now: unreachable, busy, or being
+ * migrated. `retryAfterSeconds` travels as the `Retry-After` header, not in the body.
  */
-export const errorCode = <C extends string>(code: C) =>
-  Schema.Literal(code).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => code))
+export class TenantUnavailable extends ApiError<TenantUnavailable>()("TenantUnavailable", {
+  code: "tenant_unavailable",
+  status: 503,
+  local: { retryAfterSeconds: Schema.optional(Schema.Number) },
+  headers: { "Retry-After": ({ retryAfterSeconds }) => String(Math.max(1, Math.ceil(retryAfterSeconds ?? 1))) }
+}) {}
 
-export class TenantNotFound extends Schema.TaggedError<TenantNotFound>()("TenantNotFound", {
-  error: errorCode("not_found"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 404 })) {}
+export class TenantAlreadyExists extends ApiError<TenantAlreadyExists>()("TenantAlreadyExists", {
+  code: "tenant_exists",
+  status: 409
+}) {}
 
-export class TenantSuspended extends Schema.TaggedError<TenantSuspended>()("TenantSuspended", {
-  error: errorCode("tenant_suspended"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 403 })) {}
-
-/** The tenant's database cannot serve now: unreachable, busy, or being migrated. */
-export class TenantUnavailable extends Schema.TaggedError<TenantUnavailable>()("TenantUnavailable", {
-  error: errorCode("tenant_unavailable"),
-  message: Schema.String,
-  retryAfterSeconds: Schema.Number
-}, HttpApiSchema.annotations({ status: 503 })) {}
-
-export class TenantAlreadyExists extends Schema.TaggedError<TenantAlreadyExists>()("TenantAlreadyExists", {
-  error: errorCode("tenant_exists"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 409 })) {}
-
-export class InvalidTenant extends Schema.TaggedError<InvalidTenant>()("InvalidTenant", {
-  error: errorCode("bad_request"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 400 })) {}
+export class InvalidTenant extends ApiError<InvalidTenant>()("InvalidTenant", { code: "bad_request", status: 400 }) {}
 
 /** Creating a tenant's database failed; everything it had done was undone. */
-export class ProvisioningFailed extends Schema.TaggedError<ProvisioningFailed>()("ProvisioningFailed", {
-  error: errorCode("provisioning_failed"),
-  message: Schema.String
-}, HttpApiSchema.annotations({ status: 500 })) {}
+export class ProvisioningFailed extends ApiError<ProvisioningFailed>()("ProvisioningFailed", {
+  code: "provisioning_failed",
+  status: 500
+}) {}

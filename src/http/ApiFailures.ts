@@ -1,0 +1,63 @@
+import {
+  HttpApiBuilder,
+  HttpApiError,
+  HttpApp,
+  HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
+import { Cause, Effect } from "effect"
+import { errorResponse, responseHeaders } from "../ApiError.js"
+import { PlatformApi } from "./Api.js"
+import { BadRequest, InternalError, UnknownRoute } from "./HttpErrors.js"
+import { currentRequestId } from "./RequestId.js"
+
+/**
+ * Failures of the API's handlers and middlewares, seen by a global HttpApi
+ * middleware before HttpApiBuilder encodes them (with the API's error schema):
+ * - a request HttpApi could not decode (HttpApiDecodeError, or a body that is
+ *   not JSON) becomes the contract's BadRequest;
+ * - an error whose declaration gives headers (WWW-Authenticate, Retry-After)
+ *   gets them on its response, through a pre-response handler registered only
+ *   here, on the failure path.
+ */
+export const ApiFailuresLive = HttpApiBuilder.middleware(PlatformApi, (app) =>
+  Effect.catchAllCause(app, (cause) => {
+    const error = Cause.squash(cause)
+    if (error instanceof HttpApiError.HttpApiDecodeError) {
+      return Effect.fail(new BadRequest({ message: `invalid request: ${error.message}` }))
+    }
+    if (HttpServerError.isServerError(error) && error._tag === "RequestError") {
+      return Effect.fail(new BadRequest({ message: "the request body could not be read (malformed JSON?)" }))
+    }
+    const headers = responseHeaders(error)
+    if (headers === undefined) return Effect.failCause(cause)
+    return Effect.zipRight(
+      HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(HttpServerResponse.setHeaders(response, headers))),
+      Effect.failCause(cause)
+    )
+  }))
+
+const unknownRoute = errorResponse(UnknownRoute, new UnknownRoute({ message: "no such route" }))
+/** Nobody is there to read it (the client went away, or the server is stopping). */
+const abandoned = HttpServerResponse.empty({ status: 499 })
+
+/**
+ * What the API did not answer, answered in the contract's shape: an unknown
+ * route is 404; a defect (or a failure HttpApi could not encode) is logged
+ * with its cause and answered 500 `internal` with the request id, never with
+ * the cause itself.
+ */
+export const answerFailures = <E, R>(
+  app: HttpApp.Default<E, R>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | HttpServerRequest.HttpServerRequest> =>
+  Effect.catchAllCause(app, (cause) => {
+    if (Cause.isInterruptedOnly(cause)) return Effect.succeed(abandoned)
+    const error = Cause.squash(cause)
+    if (HttpServerError.isServerError(error) && error._tag === "RouteNotFound") return Effect.succeed(unknownRoute)
+    return Effect.flatMap(currentRequestId, (requestId) =>
+      Effect.as(
+        Effect.logError("unexpected failure", cause),
+        errorResponse(InternalError, new InternalError({ message: "an unexpected error occurred", requestId }))
+      ))
+  })

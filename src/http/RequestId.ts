@@ -1,0 +1,33 @@
+import type { HttpApp } from "@effect/platform"
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Effect, FiberRef, HashMap, Option } from "effect"
+import { randomUUID } from "node:crypto"
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/**
+ * Each request's id: the client's `x-request-id` when it is a sane one (no
+ * value that could forge a log line), a new UUID otherwise. It is a log
+ * annotation of everything the request logs, and the `x-request-id` of its
+ * response.
+ */
+export const requestId = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const incoming = request.headers["x-request-id"]
+    const id = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+    return Effect.annotateLogs(
+      Effect.map(app, (response) => HttpServerResponse.setHeader(response, "x-request-id", id)),
+      "requestId",
+      id
+    )
+  })
+
+/** The id of the request being answered (its log annotation). */
+export const currentRequestId: Effect.Effect<string> = Effect.map(
+  FiberRef.get(FiberRef.currentLogAnnotations),
+  (annotations) =>
+    Option.match(HashMap.get(annotations, "requestId"), {
+      onNone: () => "",
+      onSome: (id) => typeof id === "string" ? id : ""
+    })
+)
