@@ -8,8 +8,11 @@ export const HealthHandlers = HttpApiBuilder.group(PlatformApi, "health", (handl
   Effect.gen(function*() {
     const platform = yield* PlatformDb
     const ping = platform`SELECT 1`.pipe(
-      Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "timeout" }),
-      Effect.mapError(() => new NotReady({ message: "the platform database does not answer" }))
+      Effect.timeoutFail({
+        duration: "2 seconds",
+        onTimeout: () => new NotReady({ message: "the platform database does not answer in time" })
+      }),
+      Effect.catchTag("SqlError", () => Effect.fail(new NotReady({ message: "the platform database does not answer" })))
     )
     return handlers
       .handle("healthz", () => Effect.succeed({ status: "ok" as const }))

@@ -58,6 +58,9 @@ export class NoteService extends Context.Tag("tenant-engine/NoteService")<NoteSe
       })
     })
   )
+
+  /** The service with the repository it uses, both provided: the notes' line in TenantServices. */
+  static readonly layerWithDependencies = NoteService.layer.pipe(Layer.provideMerge(NoteRepo.layer))
 }
 
 /** Decodes `input` synchronously (an Either is an Effect), refusing undeclared fields. */
