@@ -395,31 +395,34 @@ const make = Effect.gen(function*() {
       Effect.mapError(() => new InvalidServiceClient({ message: `${what} must be 1 to 200 characters of text` }))
     )
 
-  const registerClient = (tenantId: string, clientId: string, displayName: string) =>
-    Effect.gen(function*() {
-      yield* validate(ClientIdText, clientId, "a client id")
-      yield* validate(DisplayNameText, displayName, "a display name")
-      const row = yield* change(
-        (row: ClientRow) => ({ kind: "client", id: row.client_id }),
-        Effect.gen(function*() {
-          // Locked so that the tenant cannot be deleted under the new client.
-          yield* requireTenant(tenantId, true)
-          const [account] = yield* platform<{ id: string }>`
-            INSERT INTO accounts (tenant_id, kind, subject, display_name)
-            VALUES (${tenantId}, 'machine', ${clientId}, ${displayName}) RETURNING id`
-          const inserted = yield* platform<ClientRow>`
-            INSERT INTO service_clients (client_id, tenant_id, account_id, display_name)
-            VALUES (${clientId}, ${tenantId}, ${account!.id}, ${displayName})
-            ON CONFLICT (client_id) DO NOTHING RETURNING *`
-          // Failing rolls the machine account back too.
-          if (inserted[0] === undefined) {
-            return yield* new ClientAlreadyExists({ message: `a service client ${clientId} is already registered` })
-          }
-          return inserted[0]
-        })
-      )
-      return toServiceClient(row)
-    })
+  const registerClient = Effect.fn("AccountDirectory.registerClient")(function*(
+    tenantId: string,
+    clientId: string,
+    displayName: string
+  ) {
+    yield* validate(ClientIdText, clientId, "a client id")
+    yield* validate(DisplayNameText, displayName, "a display name")
+    const row = yield* change(
+      (row: ClientRow) => ({ kind: "client", id: row.client_id }),
+      Effect.gen(function*() {
+        // Locked so that the tenant cannot be deleted under the new client.
+        yield* requireTenant(tenantId, true)
+        const [account] = yield* platform<{ id: string }>`
+          INSERT INTO accounts (tenant_id, kind, subject, display_name)
+          VALUES (${tenantId}, 'machine', ${clientId}, ${displayName}) RETURNING id`
+        const inserted = yield* platform<ClientRow>`
+          INSERT INTO service_clients (client_id, tenant_id, account_id, display_name)
+          VALUES (${clientId}, ${tenantId}, ${account!.id}, ${displayName})
+          ON CONFLICT (client_id) DO NOTHING RETURNING *`
+        // Failing rolls the machine account back too.
+        if (inserted[0] === undefined) {
+          return yield* new ClientAlreadyExists({ message: `a service client ${clientId} is already registered` })
+        }
+        return inserted[0]
+      })
+    )
+    return toServiceClient(row)
+  })
 
   const listClients = (tenantId: string) =>
     Effect.zipRight(
@@ -441,28 +444,27 @@ const make = Effect.gen(function*() {
       })
     ).pipe(Effect.map(toServiceClient))
 
-  const addDomain = (tenantId: string, domain: string) =>
-    Effect.gen(function*() {
-      const normalized = normalizeDomain(domain)
-      if (normalized === undefined) {
-        return yield* new InvalidDomain({ message: `${JSON.stringify(domain.slice(0, 260))} is not a domain name` })
-      }
-      const row = yield* change(
-        (row: DomainRow) => ({ kind: "tenant", id: row.tenant_id }),
-        Effect.gen(function*() {
-          yield* requireTenant(tenantId, true)
-          const rows = yield* platform<DomainRow>`
-            INSERT INTO tenant_domains (domain, tenant_id) VALUES (${normalized}, ${tenantId})
-            ON CONFLICT (domain) DO NOTHING RETURNING *`
-          // Whose domain it is stays unsaid: it may be another tenant's.
-          if (rows[0] === undefined) {
-            return yield* new DomainAlreadyExists({ message: `the domain ${normalized} is already registered` })
-          }
-          return rows[0]
-        })
-      )
-      return toDomain(row)
-    })
+  const addDomain = Effect.fn("AccountDirectory.addDomain")(function*(tenantId: string, domain: string) {
+    const normalized = normalizeDomain(domain)
+    if (normalized === undefined) {
+      return yield* new InvalidDomain({ message: `${JSON.stringify(domain.slice(0, 260))} is not a domain name` })
+    }
+    const row = yield* change(
+      (row: DomainRow) => ({ kind: "tenant", id: row.tenant_id }),
+      Effect.gen(function*() {
+        yield* requireTenant(tenantId, true)
+        const rows = yield* platform<DomainRow>`
+          INSERT INTO tenant_domains (domain, tenant_id) VALUES (${normalized}, ${tenantId})
+          ON CONFLICT (domain) DO NOTHING RETURNING *`
+        // Whose domain it is stays unsaid: it may be another tenant's.
+        if (rows[0] === undefined) {
+          return yield* new DomainAlreadyExists({ message: `the domain ${normalized} is already registered` })
+        }
+        return rows[0]
+      })
+    )
+    return toDomain(row)
+  })
 
   const listDomains = (tenantId: string) =>
     Effect.zipRight(

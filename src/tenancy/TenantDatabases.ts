@@ -398,94 +398,97 @@ const make = Effect.gen(function*() {
           )
         ))
 
-  const provision = (id: string, name: string, options: ProvisionOptions = {}) =>
-    Effect.gen(function*() {
-      const tenantId = yield* Schema.decodeUnknown(TenantId)(id).pipe(
-        Effect.filterOrFail((id) => !RESERVED_IDS.has(id), () => "reserved"),
-        Effect.mapError(() => new InvalidTenant({ message: `invalid tenant id ${JSON.stringify(id)}` }))
+  const provision = Effect.fn("TenantDatabases.provision")(function*(
+    id: string,
+    name: string,
+    options: ProvisionOptions = {}
+  ) {
+    const tenantId = yield* Schema.decodeUnknown(TenantId)(id).pipe(
+      Effect.filterOrFail((id) => !RESERVED_IDS.has(id), () => "reserved"),
+      Effect.mapError(() => new InvalidTenant({ message: `invalid tenant id ${JSON.stringify(id)}` }))
+    )
+    yield* Schema.decodeUnknown(TenantName)(name).pipe(
+      Effect.mapError(() => new InvalidTenant({ message: "a tenant name is 1 to 200 characters" }))
+    )
+    if (options.server !== undefined && options.server !== DEFAULT_SERVER) {
+      return yield* new InvalidTenant({ message: `no server named ${JSON.stringify(options.server)}` })
+    }
+    const strategy = options.strategy ?? config.defaultStrategy
+    // The migrator reports a failed migration as a defect: catch those too.
+    const prepared = (what: string) =>
+      Effect.catchAllCause((cause: Cause.Cause<unknown>) =>
+        Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
+          Effect.logError(`preparing the ${what} failed`, cause),
+          new ProvisioningFailed({ message: `the ${what} could not be prepared` })
+        )
       )
-      yield* Schema.decodeUnknown(TenantName)(name).pipe(
-        Effect.mapError(() => new InvalidTenant({ message: "a tenant name is 1 to 200 characters" }))
-      )
-      if (options.server !== undefined && options.server !== DEFAULT_SERVER) {
-        return yield* new InvalidTenant({ message: `no server named ${JSON.stringify(options.server)}` })
+    const version = yield* (strategy === "database"
+      ? ensureTemplate.pipe(prepared("tenant database template"))
+      : Effect.zipRight(ensureShared, latestVersion(loader)).pipe(prepared("shared tenant database")))
+    const objectName = databaseName(tenantId)
+    const placement: TenantPlacement = strategy === "database"
+      ? {
+        tenantId,
+        server,
+        strategy,
+        database: objectName,
+        schema: null,
+        role: objectName,
+        login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
       }
-      const strategy = options.strategy ?? config.defaultStrategy
-      // The migrator reports a failed migration as a defect: catch those too.
-      const prepared = (what: string) =>
-        Effect.catchAllCause((cause: Cause.Cause<unknown>) =>
-          Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
-            Effect.logError(`preparing the ${what} failed`, cause),
-            new ProvisioningFailed({ message: `the ${what} could not be prepared` })
+      : {
+        tenantId,
+        server,
+        strategy,
+        database: sharedName,
+        schema: objectName,
+        role: objectName,
+        login: { user: gatewayRole, password: Redacted.make("") }
+      }
+    const create = placement.schema === null
+      ? createDatabase(placement)
+      : Effect.asVoid(createSchema({ ...placement, schema: placement.schema }))
+    // Claiming the id first makes concurrent provisioning of one id safe:
+    // exactly one insert wins, the others see the row and stop. The claim and
+    // the step that completes it are uninterruptible, so an interruption is
+    // seen only in between, where the undo below covers it: a claim is never
+    // left behind, nor a tenant made active whose data the undo dropped.
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const claimed = yield* platform`
+          INSERT INTO tenants (id, name, status, db_server, db_strategy, db_name, db_schema, db_role, db_password,
+                               schema_version)
+          VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${strategy}, ${placement.database},
+                  ${placement.schema}, ${placement.role},
+                  ${strategy === "database" ? Redacted.value(placement.login.password) : null}, ${version})
+          ON CONFLICT DO NOTHING
+          RETURNING id`.pipe(orDie)
+        if (claimed.length === 0) {
+          return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
+        }
+        const rows = yield* Effect.zipRight(
+          restore(create),
+          platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
+        ).pipe(
+          // Whatever stopped it (an error, a defect, an interruption), undo it all so
+          // that nothing is left registered and the same id can be provisioned again.
+          Effect.onError((cause) =>
+            Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
+              Effect.zipRight(dropData(placement)),
+              Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
+              Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
+            )
+          ),
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause)
+              ? Effect.interrupt
+              : new ProvisioningFailed({ message: `the ${strategy} of tenant ${tenantId} could not be created` })
           )
         )
-      const version = yield* (strategy === "database"
-        ? ensureTemplate.pipe(prepared("tenant database template"))
-        : Effect.zipRight(ensureShared, latestVersion(loader)).pipe(prepared("shared tenant database")))
-      const objectName = databaseName(tenantId)
-      const placement: TenantPlacement = strategy === "database"
-        ? {
-          tenantId,
-          server,
-          strategy,
-          database: objectName,
-          schema: null,
-          role: objectName,
-          login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
-        }
-        : {
-          tenantId,
-          server,
-          strategy,
-          database: sharedName,
-          schema: objectName,
-          role: objectName,
-          login: { user: gatewayRole, password: Redacted.make("") }
-        }
-      const create = placement.schema === null
-        ? createDatabase(placement)
-        : Effect.asVoid(createSchema({ ...placement, schema: placement.schema }))
-      // Claiming the id first makes concurrent provisioning of one id safe:
-      // exactly one insert wins, the others see the row and stop. The claim and
-      // the step that completes it are uninterruptible, so an interruption is
-      // seen only in between, where the undo below covers it: a claim is never
-      // left behind, nor a tenant made active whose data the undo dropped.
-      return yield* Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const claimed = yield* platform`
-            INSERT INTO tenants (id, name, status, db_server, db_strategy, db_name, db_schema, db_role, db_password,
-                                 schema_version)
-            VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${strategy}, ${placement.database},
-                    ${placement.schema}, ${placement.role},
-                    ${strategy === "database" ? Redacted.value(placement.login.password) : null}, ${version})
-            ON CONFLICT DO NOTHING
-            RETURNING id`.pipe(orDie)
-          if (claimed.length === 0) {
-            return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
-          }
-          const rows = yield* Effect.zipRight(
-            restore(create),
-            platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
-          ).pipe(
-            // Whatever stopped it (an error, a defect, an interruption), undo it all so
-            // that nothing is left registered and the same id can be provisioned again.
-            Effect.onError((cause) =>
-              Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
-                Effect.zipRight(dropData(placement)),
-                Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
-                Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
-              )
-            ),
-            Effect.catchAllCause((cause) =>
-              Cause.isInterruptedOnly(cause)
-                ? Effect.interrupt
-                : new ProvisioningFailed({ message: `the ${strategy} of tenant ${tenantId} could not be created` })
-            )
-          )
-          return toTenant(rows[0]!)
-        })
-      )
-    })
+        return toTenant(rows[0]!)
+      })
+    )
+  })
 
   const placement = (id: string) =>
     Effect.gen(function*() {
@@ -545,22 +548,21 @@ const make = Effect.gen(function*() {
    * SCHEMA waits for the statements other processes still run in it (their
    * locks), and their next ones are refused, the tenant being marked deleting.
    */
-  const remove = (id: string, drain: Effect.Effect<void>) =>
-    Effect.gen(function*() {
-      const rows = yield* platform<Pick<TenantRow, "db_strategy" | "db_name" | "db_schema" | "db_role">>`
-        UPDATE tenants SET status = 'deleting', updated_at = now()
-        WHERE id = ${id} AND status IN ('active', 'suspended', 'deleting')
-        RETURNING db_strategy, db_name, db_schema, db_role`.pipe(orDie)
-      const row = rows[0]
-      if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
-      yield* drain
-      if (row.db_strategy === "database") {
-        yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
-      }
-      yield* dropData({ strategy: row.db_strategy, database: row.db_name, schema: row.db_schema, role: row.db_role })
-        .pipe(orDie)
-      yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
-    }).pipe(Effect.uninterruptible)
+  const remove = Effect.fn("TenantDatabases.remove")(function*(id: string, drain: Effect.Effect<void>) {
+    const rows = yield* platform<Pick<TenantRow, "db_strategy" | "db_name" | "db_schema" | "db_role">>`
+      UPDATE tenants SET status = 'deleting', updated_at = now()
+      WHERE id = ${id} AND status IN ('active', 'suspended', 'deleting')
+      RETURNING db_strategy, db_name, db_schema, db_role`.pipe(orDie)
+    const row = rows[0]
+    if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
+    yield* drain
+    if (row.db_strategy === "database") {
+      yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
+    }
+    yield* dropData({ strategy: row.db_strategy, database: row.db_name, schema: row.db_schema, role: row.db_role })
+      .pipe(orDie)
+    yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
+  }, Effect.uninterruptible)
 
   const migrate = (
     target: { readonly strategy: TenantStrategy; readonly database: string; readonly schema: string | null }

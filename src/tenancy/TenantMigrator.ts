@@ -114,41 +114,42 @@ const make = Effect.gen(function*() {
       return { failed: error }
     }).pipe(Effect.uninterruptible)
 
-  const migrateAll = (options: Parameters<TenantMigrator["Type"]["migrateAll"]>[0] = {}) =>
-    Effect.gen(function*() {
-      const latest = yield* Effect.orDie(latestVersion(loader))
-      const pending = yield* platform<{ id: string }>`
-        SELECT id FROM tenants
-        WHERE status IN ('active', 'suspended')
-          AND (schema_version < ${latest} OR migration_state = 'failed'
-               OR (migration_state = 'migrating' AND updated_at < now() - ${STALE_CLAIM}::interval))
-        ORDER BY id`.pipe(Effect.orDie)
-      const concurrency = Option.getOrElse(Option.fromNullable(options.concurrency).pipe(Option.flatten), () =>
-        Math.max(1, Math.min(8, Math.floor(config.connectionBudget / config.maxConnectionsPerTenant))))
-      const progress = makeProgress(pending.length, options.progress === "none" || options.json === true)
-      const migrated: Array<string> = []
-      const skipped: Array<string> = []
-      const failed: Array<{ id: string; error: string }> = []
-      yield* Effect.forEach(pending, ({ id }) =>
-        migrateOne(id, latest).pipe(
-          Effect.tap((outcome) => {
-            if (outcome === "migrated") migrated.push(id)
-            else if (outcome === "skipped") skipped.push(id)
-            else failed.push({ id, error: outcome.failed })
-            return progress.step(id, typeof outcome === "object" ? "failed" : "ok")
-          })
-        ), { concurrency, discard: true })
-      const summary: FleetMigration = { latest, migrated, failed, skipped }
-      yield* progress.finish(summary, options.json === true)
-      if (failed.length > 0) {
-        return yield* Effect.fail(
-          new FleetMigrationFailed({
-            message: `${failed.length} of ${pending.length} tenants failed to migrate; rerun after fixing`
-          })
-        )
-      }
-      return summary
-    })
+  const migrateAll = Effect.fn("TenantMigrator.migrateAll")(function*(
+    options: Parameters<TenantMigrator["Type"]["migrateAll"]>[0] = {}
+  ) {
+    const latest = yield* Effect.orDie(latestVersion(loader))
+    const pending = yield* platform<{ id: string }>`
+      SELECT id FROM tenants
+      WHERE status IN ('active', 'suspended')
+        AND (schema_version < ${latest} OR migration_state = 'failed'
+             OR (migration_state = 'migrating' AND updated_at < now() - ${STALE_CLAIM}::interval))
+      ORDER BY id`.pipe(Effect.orDie)
+    const concurrency = Option.getOrElse(Option.fromNullable(options.concurrency).pipe(Option.flatten), () =>
+      Math.max(1, Math.min(8, Math.floor(config.connectionBudget / config.maxConnectionsPerTenant))))
+    const progress = makeProgress(pending.length, options.progress === "none" || options.json === true)
+    const migrated: Array<string> = []
+    const skipped: Array<string> = []
+    const failed: Array<{ id: string; error: string }> = []
+    yield* Effect.forEach(pending, ({ id }) =>
+      migrateOne(id, latest).pipe(
+        Effect.tap((outcome) => {
+          if (outcome === "migrated") migrated.push(id)
+          else if (outcome === "skipped") skipped.push(id)
+          else failed.push({ id, error: outcome.failed })
+          return progress.step(id, typeof outcome === "object" ? "failed" : "ok")
+        })
+      ), { concurrency, discard: true })
+    const summary: FleetMigration = { latest, migrated, failed, skipped }
+    yield* progress.finish(summary, options.json === true)
+    if (failed.length > 0) {
+      return yield* Effect.fail(
+        new FleetMigrationFailed({
+          message: `${failed.length} of ${pending.length} tenants failed to migrate; rerun after fixing`
+        })
+      )
+    }
+    return summary
+  })
 
   return TenantMigrator.of({
     status,

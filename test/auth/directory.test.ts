@@ -7,7 +7,7 @@ import { AuthConfig } from "../../src/auth/AuthConfig.js"
 import { ServiceClient } from "../../src/auth/ServiceClient.js"
 import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
-import { PlatformNotifications } from "../../src/platform/PlatformNotifications.js"
+import { CHANNEL, PlatformNotifications } from "../../src/platform/PlatformNotifications.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { authenticate, AuthStack, countAccounts, ensureTenant } from "./support.js"
@@ -245,6 +245,32 @@ layer(AuthStack({ adminUrl: inject("databaseUrl") }), { excludeTestServices: tru
       // ttl-a was the least recently used: evicted.
       yield* directory.user(identity("ttl-a"))
       expect((yield* directory.stats).misses).toBe(5)
+    }))
+
+  it.effect("a notification that is not the protocol's (another version, a stray NOTIFY) drops everything cached", () =>
+    Effect.gen(function*() {
+      const directory = yield* AccountDirectory
+      const issuer = yield* TestIssuer
+      const identity = { issuer: issuer.issuer, subject: "stray-notify-user", tenant: "acme" }
+      yield* directory.user(identity)
+      yield* directory.user(identity)
+      const warm = yield* directory.stats
+      expect(warm.size).toBeGreaterThan(0)
+      const sql = yield* PlatformDb
+      for (const payload of ["not json", JSON.stringify({ type: "change", from: "db", seq: 1, kind: "planet", id: "x" })]) {
+        yield* directory.user(identity)
+        yield* Effect.orDie(sql`SELECT pg_notify(${CHANNEL}, ${payload})`)
+        yield* eventually(directory.stats, (stats) => stats.size === 0)
+      }
+      // A change from the triggers names what it drops: a rename of the tenant drops its callers.
+      yield* directory.user(identity)
+      const before = (yield* directory.stats).misses
+      yield* Effect.orDie(sql`UPDATE tenants SET name = name || '' WHERE id = 'acme'`)
+      yield* directory.user(identity)
+      expect((yield* directory.stats).misses).toBe(before)
+      yield* Effect.orDie(sql`UPDATE tenants SET name = name || '!' WHERE id = 'acme'`)
+      yield* eventually(directory.stats, (stats) => stats.size === 0)
+      yield* Effect.orDie(sql`UPDATE tenants SET name = 'acme' WHERE id = 'acme'`)
     }))
 
   it.scoped("a lost LISTEN connection turns the cache off until a new one is proven, then on again", () =>
