@@ -132,6 +132,23 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
       expect(yield* allNotes(token)).toEqual([note])
     }))
 
+  it.effect("path ids of any length are 400 (the router would match no parameter over 100 characters)", () =>
+    Effect.gen(function*() {
+      yield* makeTenant("long-ids")
+      const token = yield* userToken("wanda", "long-ids")
+      const admin = yield* adminToken
+      const note = yield* createNote(token, "stays")
+      for (const length of [101, 1_000, 8_000]) {
+        const id = "a".repeat(length)
+        expectBadRequest(yield* get(`/v1/notes/${id}`, token), `GET a note id of ${length}`)
+        expectBadRequest(yield* patch(`/v1/notes/${id}`, token, { title: "changed" }), `PATCH a note id of ${length}`)
+        expectBadRequest(yield* del(`/v1/notes/${id}`, token), `DELETE a note id of ${length}`)
+        expectBadRequest(yield* get(`/v1/admin/tenants/${id}`, admin), `GET a tenant id of ${length}`)
+        expectBadRequest(yield* del(`/v1/admin/tenants/${id}/clients/x`, admin), `DELETE a client of tenant id of ${length}`)
+      }
+      expect(yield* allNotes(token)).toEqual([note])
+    }))
+
   it.effect("limit outside 1..100 or not an integer, and a tampered cursor, are 400", () =>
     Effect.gen(function*() {
       yield* makeTenant("bad-pages")

@@ -544,6 +544,17 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       expect(long.headers["x-request-id"]).toMatch(UUID)
     }))
 
+  it.effect("unknown routes and methods are 404 not_found", () =>
+    Effect.gen(function*() {
+      yield* makeTenant("unknowns")
+      const token = yield* userToken("una", "unknowns")
+      for (const [method, path] of [["GET", "/v1/nowhere"], ["PUT", "/v1/notes"], ["POST", "/v1/me"], ["GET", "/v1"]] as const) {
+        const reply = yield* send(method, path, { token })
+        expectError(reply, 404, "not_found")
+        expect(reply.body, `${method} ${path}`).toEqual({ error: "not_found", message: "no such route" })
+      }
+    }))
+
   it.effect("/openapi.json is an OpenAPI 3.1 document listing every route; /docs is an HTML page", () =>
     Effect.gen(function*() {
       const reply = yield* get("/openapi.json")

@@ -1,13 +1,22 @@
-import { HttpServer } from "@effect/platform"
+import {
+  FetchHttpClient,
+  HttpApiClient,
+  HttpClient,
+  HttpClientRequest,
+  type HttpClientResponse,
+  HttpServer
+} from "@effect/platform"
 import { expect } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import * as Http from "node:http"
 import Pg from "pg"
 import { inject } from "vitest"
+import { PlatformApi } from "../../src/http/Api.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { TestPlatform, type TestPlatformOptions } from "../../src/testing/TestPlatform.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { Bodies, bodyOf, isJsonObject } from "../bodies.js"
+import { checkResponse, type ObservedResponse, type OpenApiDocument } from "./openapi.js"
 
 /**
  * Helpers for the HTTP suite: requests go over a real socket (node:http, no
@@ -59,11 +68,82 @@ const parse = (text: string): unknown => {
   }
 }
 
+/** The OpenAPI document each server under test serves, fetched once per server. */
+const documents = new Map<string, Promise<OpenApiDocument>>()
+
+const fetchDocument = (base: string) =>
+  new Promise<OpenApiDocument>((resolve, reject) => {
+    Http.get(new URL("/openapi.json", base), { agent: false }, (response) => {
+      const chunks: Array<Buffer> = []
+      response.on("data", (chunk: Buffer) => chunks.push(chunk))
+      response.on("end", () => resolve(JSON.parse(Buffer.concat(chunks).toString("utf8"))))
+      response.on("error", reject)
+    }).on("error", reject)
+  })
+
+/** The document the server under test serves. */
+const documentOf = Effect.flatMap(serverUrl, (base) => {
+  let document = documents.get(base)
+  if (document === undefined) {
+    document = fetchDocument(base)
+    documents.set(base, document)
+  }
+  return Effect.promise(() => document)
+})
+
+const check = (document: OpenApiDocument, observed: ObservedResponse) =>
+  expect(checkResponse(document, observed), `${observed.method} ${observed.path}: ${observed.text.slice(0, 300)}`)
+    .toEqual([])
+
+/**
+ * Fails the test unless the response is what the server's own /openapi.json
+ * declares for its route: a declared status, a body of the declared schema
+ * and content type, the declared required headers (see openapi.ts). Every
+ * reply `send` and `apiClient` get is checked; responses to routes the
+ * document does not have (unknown routes, /openapi.json, /docs) are not.
+ */
+export const expectDocumented = (observed: ObservedResponse) =>
+  Effect.map(documentOf, (document) => check(document, observed))
+
+/**
+ * A client of the API made from its definition (HttpApiClient), with a bearer
+ * token when given, over real HTTP (fetch) to the server under test; every
+ * response it gets is checked against the document as well.
+ */
+export const apiClient = (token?: string) =>
+  Effect.gen(function*() {
+    const document = yield* documentOf
+    const documented = (response: HttpClientResponse.HttpClientResponse) =>
+      // The body is read as the client reads it (arrayBuffer, cached), so it can still decode it.
+      Effect.map(response.arrayBuffer, (body) => {
+        const url = new URL(response.request.url)
+        check(document, {
+          method: response.request.method,
+          path: url.pathname,
+          status: response.status,
+          headers: response.headers,
+          text: new TextDecoder().decode(body)
+        })
+      })
+    return yield* HttpApiClient.make(PlatformApi, {
+      baseUrl: yield* serverUrl,
+      transformClient: (client) =>
+        HttpClient.tap(
+          token === undefined ? client : HttpClient.mapRequest(client, HttpClientRequest.bearerToken(token)),
+          documented
+        )
+    })
+  }).pipe(Effect.provide(FetchHttpClient.layer))
+
 /**
  * One HTTP request to the server under test, on a connection of its own;
  * fails with the network error when the connection ends without a response.
+ * The reply is checked against the server's OpenAPI document.
  */
 export const sendOrHangUp = (method: string, path: string, options: SendOptions = {}) =>
+  Effect.tap(sendUnchecked(method, path, options), (reply) => expectDocumented({ method, path, ...reply }))
+
+const sendUnchecked = (method: string, path: string, options: SendOptions) =>
   Effect.flatMap(serverUrl, (base) =>
     Effect.async<Reply, Error>((resume) => {
       const headers: Record<string, string | number | ReadonlyArray<string>> = {}
