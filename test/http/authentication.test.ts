@@ -23,7 +23,7 @@ import {
   userToken
 } from "./support.js"
 
-/** Every row of API.md's authentication table, through HTTP, headers included. */
+/** Every row of docs/API.md's authentication table, through HTTP, headers included. */
 
 const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
   sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts`.pipe(Effect.orDie, Effect.map((rows) => rows[0]!.n)))

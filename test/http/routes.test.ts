@@ -34,7 +34,7 @@ const OpenApiDocument = Schema.Struct({
   components: Schema.Struct({ securitySchemes: Schema.Record({ key: Schema.String, value: Schema.Unknown }) })
 })
 
-/** Every route of API.md, success and error paths, as a client sees them. */
+/** Every route of docs/API.md, success and error paths, as a client sees them. */
 
 const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
   sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts`.pipe(Effect.orDie, Effect.map((rows) => rows[0]!.n)))
