@@ -39,20 +39,19 @@ export const ApiFailuresLive = HttpApiBuilder.middleware(PlatformApi, (app) =>
   }))
 
 const unknownRoute = errorResponse(UnknownRoute, new UnknownRoute({ message: "no such route" }))
-/** Nobody is there to read it (the client went away, or the server is stopping). */
-const abandoned = HttpServerResponse.empty({ status: 499 })
 
 /**
  * What the API did not answer, answered in the contract's shape: an unknown
  * route is 404; a defect (or a failure HttpApi could not encode) is logged
  * with its cause and answered 500 `internal` with the request id, never with
- * the cause itself.
+ * the cause itself. An interrupted request gets the server's empty answer
+ * (499 when the client went away, 503 when the server is stopping).
  */
 export const answerFailures = <E, R>(
   app: HttpApp.Default<E, R>
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R | HttpServerRequest.HttpServerRequest> =>
   Effect.catchAllCause(app, (cause) => {
-    if (Cause.isInterruptedOnly(cause)) return Effect.succeed(abandoned)
+    if (Cause.isInterruptedOnly(cause)) return Effect.map(HttpServerError.causeResponse(cause), ([response]) => response)
     const error = Cause.squash(cause)
     if (HttpServerError.isServerError(error) && error._tag === "RouteNotFound") return Effect.succeed(unknownRoute)
     return Effect.flatMap(currentRequestId, (requestId) =>

@@ -3,13 +3,13 @@ import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { createHmac } from "node:crypto"
 import { AccountDirectory } from "../../src/auth/AccountDirectory.js"
-import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import {
   adminQuery,
+  countAccounts,
   createNote,
   expectError,
   get,
@@ -24,9 +24,6 @@ import {
 } from "./support.js"
 
 /** Every row of docs/API.md's authentication table, through HTTP, headers included. */
-
-const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
-  sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts`.pipe(Effect.orDie, Effect.map((rows) => rows[0]!.n)))
 
 const b64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url")
 

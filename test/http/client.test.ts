@@ -1,11 +1,20 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
-import { databaseOf } from "../../src/db/DatabaseUrl.js"
-import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
 import { TenantId } from "../../src/tenancy/Tenant.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
-import { adminQuery, adminToken, apiClient, makeTenant, platform, READ_WRITE, RFC3339, userToken, UUID } from "./support.js"
+import {
+  adminQuery,
+  adminToken,
+  apiClient,
+  makeTenant,
+  platform,
+  READ_WRITE,
+  refusePlatformConnections,
+  RFC3339,
+  userToken,
+  UUID
+} from "./support.js"
 
 /**
  * Every route through a client made from the API definition
@@ -171,15 +180,7 @@ layer(platform(), { excludeTestServices: true })("the API through its typed clie
     Effect.gen(function*() {
       yield* makeTenant("client-down")
       const user = yield* apiClient(yield* userToken("dana", "client-down"))
-      const database = databaseOf((yield* PlatformConfig).url)
-      const refuse = (allow: boolean) =>
-        adminQuery(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS ${allow}`).pipe(
-          Effect.zipRight(allow ? Effect.void : adminQuery(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            [database]
-          ))
-        )
-      yield* Effect.acquireRelease(refuse(false), () => refuse(true))
+      const { accept } = yield* refusePlatformConnections
       expect(yield* Effect.flip((yield* apiClient()).health.readyz())).toMatchObject({ _tag: "NotReady", error: "not_ready" })
       // A user the directory must look up: a defect, answered 500 with nothing but a request id.
       const fresh = yield* apiClient(yield* userToken("dora", "client-down"))
@@ -188,7 +189,7 @@ layer(platform(), { excludeTestServices: true })("the API through its typed clie
         error: "internal",
         requestId: expect.stringMatching(UUID)
       })
-      yield* refuse(true)
+      yield* accept
       expect(yield* user.health.readyz()).toEqual({ status: "ready" })
     }).pipe(Effect.scoped))
 })

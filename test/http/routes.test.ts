@@ -1,14 +1,12 @@
 import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer, Logger, LogLevel, Schema } from "effect"
-import { databaseOf } from "../../src/db/DatabaseUrl.js"
-import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
-import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import {
   adminQuery,
   adminToken,
+  countAccounts,
   createNote,
   del,
   expectError,
@@ -20,6 +18,7 @@ import {
   post,
   READ_WRITE,
   REALM,
+  refusePlatformConnections,
   RFC3339,
   send,
   userToken,
@@ -35,9 +34,6 @@ const OpenApiDocument = Schema.Struct({
 })
 
 /** Every route of docs/API.md, success and error paths, as a client sees them. */
-
-const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
-  sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts`.pipe(Effect.orDie, Effect.map((rows) => rows[0]!.n)))
 
 /** The server's error-level log lines, to tell client mistakes (not logged as errors) from failures (logged). */
 const errorLogs: Array<string> = []
@@ -597,15 +593,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
 
   it.effect("/readyz is 503 not_ready while the platform database refuses connections, and ready again after", () =>
     Effect.gen(function*() {
-      const database = databaseOf((yield* PlatformConfig).url)
-      const refuse = (allow: boolean) =>
-        adminQuery(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS ${allow}`).pipe(
-          Effect.zipRight(allow ? Effect.void : adminQuery(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            [database]
-          ))
-        )
-      yield* Effect.acquireRelease(refuse(false), () => refuse(true))
+      const { accept, database } = yield* refusePlatformConnections
       const down = yield* get("/readyz")
       expectError(down, 503, "not_ready", [database])
       // Liveness is not readiness: the process is up.
@@ -616,7 +604,7 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
       // A failure is logged (with its cause, which the body never shows).
       expect(errorLogs).toContain("unexpected failure")
       expect(me.body).toEqual({ error: "internal", message: expect.any(String), requestId: me.headers["x-request-id"] })
-      yield* refuse(true)
+      yield* accept
       expect((yield* get("/readyz")).body).toEqual({ status: "ready" })
     }).pipe(Effect.scoped))
 

@@ -11,7 +11,10 @@ import { Duration, Effect } from "effect"
 import * as Http from "node:http"
 import Pg from "pg"
 import { inject } from "vitest"
+import { databaseOf } from "../../src/db/DatabaseUrl.js"
 import { PlatformApi } from "../../src/http/Api.js"
+import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
+import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { TestPlatform, type TestPlatformOptions } from "../../src/testing/TestPlatform.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
@@ -306,3 +309,24 @@ export const adminQuery = <R extends Pg.QueryResultRow = Pg.QueryResultRow>(
 ) => Effect.scoped(Effect.flatMap(pgClient(database), (client) => Effect.promise(() => client.query<R>(text, [...values])))).pipe(
   Effect.map((result) => result.rows)
 )
+
+/** The accounts in the platform database. */
+export const countAccounts = Effect.flatMap(PlatformDb, (sql) =>
+  sql<{ n: number }>`SELECT count(*)::int AS n FROM accounts`.pipe(Effect.orDie, Effect.map((rows) => rows[0]!.n)))
+
+/**
+ * The platform database refuses connections (its open ones are ended) until
+ * `accept` runs or the scope closes. Gives the database's name.
+ */
+export const refusePlatformConnections = Effect.gen(function*() {
+  const database = databaseOf((yield* PlatformConfig).url)
+  const allow = (allowed: boolean) =>
+    adminQuery(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS ${allowed}`).pipe(
+      Effect.zipRight(allowed ? Effect.void : adminQuery(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        [database]
+      ))
+    )
+  yield* Effect.acquireRelease(allow(false), () => allow(true))
+  return { database, accept: allow(true) }
+})
