@@ -1,8 +1,8 @@
-import { HttpServerRequest } from "@effect/platform"
+import type { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Authentication } from "../auth/Authentication.js"
-import { annotateCaller } from "./RequestLog.js"
+import { annotateRequest, withRequest } from "./RequestLog.js"
 import { AdminAuthenticated, Authenticated } from "./Security.js"
 
 /**
@@ -10,14 +10,14 @@ import { AdminAuthenticated, Authenticated } from "./Security.js"
  * duplicates in `headers`, so they are read from the raw list: two headers are
  * an attack or a bug, and Authentication refuses them.
  */
-const authorizationHeaders = Effect.map(HttpServerRequest.HttpServerRequest, (request): ReadonlyArray<string> => {
+const authorizationHeaders = (request: HttpServerRequest.HttpServerRequest): ReadonlyArray<string> => {
   const raw = NodeHttpServerRequest.toIncomingMessage(request).rawHeaders
   const values: Array<string> = []
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.toLowerCase() === "authorization") values.push(raw[i + 1]!)
   }
   return values
-})
+}
 
 // The bearer token HttpApiSecurity decodes is ignored: it slices the header
 // without checking the scheme. Authentication reads the headers itself.
@@ -27,10 +27,10 @@ export const AuthenticatedLive = Layer.effect(
   Authenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      Effect.flatMap(authorizationHeaders, (authorization) =>
+      withRequest((request) =>
         Effect.tap(
-          authentication.authenticate(authorization),
-          (user) => annotateCaller({ tenant: user.tenant.id, accountKind: user.account.kind })
+          authentication.authenticate(authorizationHeaders(request)),
+          (user) => annotateRequest({ tenant: user.tenant.id, accountKind: user.account.kind })
         ))
   }))
 )
@@ -39,7 +39,10 @@ export const AdminAuthenticatedLive = Layer.effect(
   AdminAuthenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      Effect.flatMap(authorizationHeaders, (authorization) =>
-        Effect.zipLeft(authentication.authenticateAdmin(authorization), annotateCaller({ accountKind: "admin" })))
+      withRequest((request) =>
+        Effect.zipLeft(
+          authentication.authenticateAdmin(authorizationHeaders(request)),
+          annotateRequest({ accountKind: "admin" })
+        ))
   }))
 )

@@ -1,8 +1,8 @@
 import type { HttpApp } from "@effect/platform"
-import { HttpServerRequest } from "@effect/platform"
 import { Effect } from "effect"
 import { errorResponse } from "../ApiError.js"
 import { PayloadTooLarge, UnsupportedMediaType } from "./HttpErrors.js"
+import { withRequest } from "./RequestLog.js"
 
 /** Request bodies larger than this are refused with 413 before they are read. */
 export const MAX_BODY_BYTES = 1024 * 1024
@@ -19,7 +19,7 @@ const notJson = errorResponse(
  * it is read: the server's MaxBodySize (HttpLive) cuts it off.
  */
 export const bodyGuards = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
-  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+  withRequest((request) => {
     const length = Number(request.headers["content-length"] ?? "0")
     if (length > MAX_BODY_BYTES) return Effect.succeed(tooLarge)
     const contentType = request.headers["content-type"]

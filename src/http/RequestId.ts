@@ -1,7 +1,8 @@
 import type { HttpApp } from "@effect/platform"
-import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpServerResponse } from "@effect/platform"
 import { Effect, FiberRef, HashMap, Option } from "effect"
 import { randomUUID } from "node:crypto"
+import { annotateRequest, withRequest } from "./RequestLog.js"
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -12,13 +13,12 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
  * response.
  */
 export const requestId = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
-  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+  withRequest((request) => {
     const incoming = request.headers["x-request-id"]
     const id = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
-    return Effect.annotateLogs(
-      Effect.map(app, (response) => HttpServerResponse.setHeader(response, "x-request-id", id)),
-      "requestId",
-      id
+    return Effect.zipRight(
+      annotateRequest({ requestId: id }),
+      Effect.map(app, (response) => HttpServerResponse.setHeader(response, "x-request-id", id))
     )
   })
 

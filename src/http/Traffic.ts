@@ -1,8 +1,8 @@
 import type { HttpApp } from "@effect/platform"
-import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpServerResponse } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import type { Server } from "node:http"
-import { connectionGone } from "./RequestLog.js"
+import { connectionGone, withRequest } from "./RequestLog.js"
 
 /**
  * Requests in flight, for a graceful shutdown: stop accepting, let what is
@@ -23,7 +23,7 @@ export class Traffic extends Context.Tag("tenant-engine/Traffic")<Traffic, {
  */
 export const countInFlight = Effect.map(Traffic, (traffic) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
-  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+  withRequest((request) => {
     traffic.inFlight++
     return Effect.ensuring(
       Effect.map(app, (response) => {
