@@ -14,7 +14,7 @@ import type * as AST from "effect/SchemaAST"
  * ```
  *
  * - `code`: the body's `error` (also a field of the error, filled in);
- * - `status`: the response status (HttpApi reads it from the schema);
+ * - `status`: the response status (HttpApi reads it from the schema's annotation);
  * - `fields`: more members of the body, e.g. `scope`;
  * - `local`: members the server keeps but the body does not carry (say, to
  *   make a header). A client decoding the body cannot have them, so they must
@@ -38,7 +38,6 @@ export const ApiError = <Self = never>() =>
   options: {
     readonly code: Code
     readonly status: number
-    readonly description?: string
     readonly fields?: Fields
     readonly local?: Local
     readonly headers?: { readonly [name: string]: (error: Schema.Struct.Type<Common<Code> & Fields & Local>) => string }
@@ -46,8 +45,7 @@ export const ApiError = <Self = never>() =>
 ): [Self] extends [never] ? "Missing `Self` generic - use `class Self extends ApiError<Self>()(...)`"
   : ApiErrorClass<Self, Tag, Code, Fields, Local> =>
 {
-  const { code, description, status } = options
-  const headers = options.headers ?? {}
+  const { code, headers = {}, status } = options
   const wire = Schema.Struct({ error: Schema.Literal(code), message: Schema.String, ...options.fields })
   const bodyKeys = Object.keys(wire.fields)
   const Base = Schema.TaggedError<ApiErrorInstance>()(tag, {
@@ -56,10 +54,8 @@ export const ApiError = <Self = never>() =>
     ...options.fields,
     ...options.local
   })
-  class ApiErrorBase extends Base {
-    static readonly code = code
-    static readonly status = status
-  }
+  // A class of its own to carry the schema replaced below and the headers.
+  class ApiErrorBase extends Base {}
   if (options.headers !== undefined) {
     const make = (error: never) => {
       const out: Record<string, string> = {}
@@ -88,10 +84,9 @@ export const ApiError = <Self = never>() =>
           }
         }).annotations({
           identifier: tag,
-          ...(description !== undefined ? { description } : {}),
           [HttpApiSchema.AnnotationStatus]: status,
           [HeaderNamesAnnotation]: Object.keys(headers)
-        }).ast as AST.Transformation
+        }).ast as AST.Transformation // what `transform` makes, typed AST once annotated
         asts.set(this, ast)
       }
       return ast
@@ -142,8 +137,6 @@ export interface ApiErrorClass<
   >
 {
   readonly _tag: Tag
-  readonly code: Code
-  readonly status: number
 }
 
 /** The headers an error's response carries (none for anything but an ApiError declaring some). */
