@@ -6,7 +6,7 @@
  * - verify the bearer JWT with jose against the issuer's remote JWKS
  *   (createRemoteJWKSet / jwtVerify: issuer, audience, algorithm allowlist,
  *   `exp` required, 30 s clock tolerance: the engine's defaults);
- * - classify user or machine as API.md says, check the route's scope;
+ * - classify user or machine as docs/API.md says, check the route's scope;
  * - find the account in the platform database: a user by (iss, sub), created
  *   on first sight in the tenant its `tenant` claim names; a machine by its
  *   registered client id. Kept in an in-memory Map for 60 s, like the engine's

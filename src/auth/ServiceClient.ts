@@ -1,6 +1,6 @@
 import { Schema } from "effect"
 
-/** A registered machine caller of one tenant (API.md's ServiceClient shape). */
+/** A registered machine caller of one tenant (docs/API.md's ServiceClient shape). */
 export class ServiceClient extends Schema.Class<ServiceClient>("ServiceClient")({
   clientId: Schema.String,
   tenantId: Schema.String,

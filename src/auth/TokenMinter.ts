@@ -105,7 +105,7 @@ export interface UserTokenOptions extends MintOptions {
   readonly name?: string
 }
 
-/** The four ways identity providers mark a client-credentials token (API.md, Principals). */
+/** The four ways identity providers mark a client-credentials token (docs/API.md, Principals). */
 export type MachineTokenForm = "client_id" | "gty" | "auth0" | "keycloak"
 
 export interface MachineTokenOptions extends MintOptions {
