@@ -1,6 +1,5 @@
 import { Clock, Context, Duration, Effect, Either, Layer, ParseResult, Runtime, Schema } from "effect"
 import { errors, type JWTVerifyGetKey, jwtVerify, type JWTVerifyOptions } from "jose"
-import { hash as digest } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { AuthConfig, PUBLIC_KEY_ALGORITHMS, type TrustedIssuer } from "./AuthConfig.js"
 import { InvalidToken } from "./AuthErrors.js"
@@ -275,34 +274,34 @@ const make = Effect.gen(function*() {
       return { header: { alg: alg ?? "", kid, typ }, claims }
     })
 
-  // Verified tokens, by a hash of the token: a repeated token skips the
-  // signature, but its times are checked on every use, and an entry verified
-  // under keys that have since changed is verified again.
+  // Verified tokens, by the token itself (Authentication keeps its callers by
+  // the token too; a hash of each would cost a sha256 per request): a repeated
+  // token skips the signature, but its times are checked on every use, and an
+  // entry verified under keys that have since changed is verified again.
   const verified = new Map<string, { readonly token: VerifiedToken; readonly keys: IssuerKeys; readonly version: number }>()
-  const remember = (hash: string, token: VerifiedToken) => {
+  const remember = (jwt: string, token: VerifiedToken) => {
     const keys = keySets.get(token.claims.iss)
     if (keys === undefined) return
     if (verified.size >= VERIFIED_CACHE_CAPACITY) verified.delete(verified.keys().next().value!)
-    verified.set(hash, { token, keys, version: keys.version() })
+    verified.set(jwt, { token, keys, version: keys.version() })
   }
 
   const verify = (token: string): Effect.Effect<VerifiedToken, InvalidToken> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       if (token.length > MAX_TOKEN_LENGTH) return Effect.fail(invalid("the token is too long"))
-      const hash = digest("sha256", token, "base64url")
-      const hit = verified.get(hash)
+      const hit = verified.get(token)
       hit?.keys.refreshIfStale()
       if (hit !== undefined && hit.version === hit.keys.version()) {
         const { exp, nbf } = hit.token.claims
         const seconds = now / 1000
         if (seconds - clockTolerance >= exp) {
-          verified.delete(hash)
+          verified.delete(token)
           return Effect.fail(invalid("the token has expired"))
         }
         if (nbf !== undefined && seconds + clockTolerance < nbf) return Effect.fail(invalid("the token is not valid yet"))
         return Effect.succeed(hit.token)
       }
-      return Effect.tap(verifyUncached(token), (result) => Effect.sync(() => remember(hash, result)))
+      return Effect.tap(verifyUncached(token), (result) => Effect.sync(() => remember(token, result)))
     })
 
   return TokenVerifier.of({ verify })
