@@ -11,6 +11,7 @@ import { errorResponse, responseHeaders } from "../ApiError.js"
 import { PlatformApi } from "./Api.js"
 import { BadRequest, InternalError, UnknownRoute } from "./HttpErrors.js"
 import { currentRequestId } from "./RequestId.js"
+import { aboutRequest } from "./RequestLog.js"
 
 /**
  * Failures of the API's handlers and middlewares, seen by a global HttpApi
@@ -56,7 +57,7 @@ export const answerFailures = <E, R>(
     if (HttpServerError.isServerError(error) && error._tag === "RouteNotFound") return Effect.succeed(unknownRoute)
     return Effect.flatMap(currentRequestId, (requestId) =>
       Effect.as(
-        Effect.logError("unexpected failure", cause),
+        aboutRequest(Effect.logError("unexpected failure", cause)),
         errorResponse(InternalError, new InternalError({ message: "an unexpected error occurred", requestId }))
       ))
   })

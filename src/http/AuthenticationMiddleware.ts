@@ -2,7 +2,7 @@ import type { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { Authentication } from "../auth/Authentication.js"
-import { annotateRequest, withRequest } from "./RequestLog.js"
+import { noteCaller, withRequest } from "./RequestLog.js"
 import { AdminAuthenticated, Authenticated } from "./Security.js"
 
 /**
@@ -27,11 +27,11 @@ export const AuthenticatedLive = Layer.effect(
   Authenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      withRequest((request) =>
-        Effect.tap(
-          authentication.authenticate(authorizationHeaders(request)),
-          (user) => annotateRequest({ tenant: user.tenant.id, accountKind: user.account.kind })
-        ))
+      withRequest((request, fiber) =>
+        Effect.map(authentication.authenticate(authorizationHeaders(request)), (user) => {
+          noteCaller(fiber, { tenant: user.tenant.id, accountKind: user.account.kind })
+          return user
+        }))
   }))
 )
 
@@ -39,10 +39,10 @@ export const AdminAuthenticatedLive = Layer.effect(
   AdminAuthenticated,
   Effect.map(Authentication, (authentication) => ({
     bearer: () =>
-      withRequest((request) =>
-        Effect.zipLeft(
-          authentication.authenticateAdmin(authorizationHeaders(request)),
-          annotateRequest({ accountKind: "admin" })
-        ))
+      withRequest((request, fiber) =>
+        Effect.map(authentication.authenticateAdmin(authorizationHeaders(request)), (principal) => {
+          noteCaller(fiber, { accountKind: "admin" })
+          return principal
+        }))
   }))
 )

@@ -1,8 +1,8 @@
 import type { HttpApp } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
-import { Effect, FiberRef, HashMap, Option } from "effect"
+import { Effect, FiberRef } from "effect"
 import { randomUUID } from "node:crypto"
-import { annotateRequest, withRequest } from "./RequestLog.js"
+import { currentRequest, withRequest } from "./RequestLog.js"
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -17,17 +17,13 @@ export const requestId = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, 
     const incoming = request.headers["x-request-id"]
     const id = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID()
     return Effect.zipRight(
-      annotateRequest({ requestId: id }),
+      FiberRef.set(currentRequest, { requestId: id }),
       Effect.map(app, (response) => HttpServerResponse.setHeader(response, "x-request-id", id))
     )
   })
 
-/** The id of the request being answered (its log annotation). */
+/** The id of the request being answered. */
 export const currentRequestId: Effect.Effect<string> = Effect.map(
-  FiberRef.get(FiberRef.currentLogAnnotations),
-  (annotations) =>
-    Option.match(HashMap.get(annotations, "requestId"), {
-      onNone: () => "",
-      onSome: (id) => typeof id === "string" ? id : ""
-    })
+  FiberRef.get(currentRequest),
+  (record) => record?.requestId ?? ""
 )

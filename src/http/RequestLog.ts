@@ -1,12 +1,36 @@
 import type { HttpApp } from "@effect/platform"
 import { HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Context, Effect, type Fiber, FiberRef, HashMap, LogLevel } from "effect"
+import { Context, Effect, type Fiber, FiberRef, LogLevel } from "effect"
 
 /**
- * One log line per request: method, path, status, duration, with the
- * request's log annotations (its id, and the tenant and account kind
- * authentication found). A 5xx is a warning; below the minimum log level the
+ * What is known of the request a fiber answers: its id (RequestId), then the
+ * caller authentication found. Set once per request; what is learned later is
+ * written into the record, not set again: a FiberRef update copies every
+ * FiberRef of the fiber, and log annotations cost a HashMap update each, on
+ * every request, for lines that are mostly never written.
+ */
+export interface RequestRecord {
+  readonly requestId: string
+  tenant?: string
+  accountKind?: string
+}
+
+export const currentRequest = FiberRef.unsafeMake<RequestRecord | undefined>(undefined)
+
+/** Annotates a line about the request with its record (id, tenant, account kind). */
+export const aboutRequest = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(FiberRef.get(currentRequest), (record) => {
+    if (record === undefined) return effect
+    const annotations: Record<string, string> = { requestId: record.requestId }
+    if (record.tenant !== undefined) annotations["tenant"] = record.tenant
+    if (record.accountKind !== undefined) annotations["accountKind"] = record.accountKind
+    return Effect.annotateLogs(effect, annotations)
+  })
+
+/**
+ * One log line per request: method, path, status, duration, annotated with
+ * the request's record. A 5xx is a warning; below the minimum log level the
  * line is not even made (nor timed, when no line could be). It logs what is
  * answered: the app must answer everything (see answerFailures).
  */
@@ -20,7 +44,7 @@ export const accessLog = <R>(app: HttpApp.Default<never, R>): HttpApp.Default<ne
       const level = status >= 500 ? LogLevel.Warning : LogLevel.Info
       if (LogLevel.lessThan(level, minimum)) return Effect.succeed(response)
       const line = `${request.method} ${request.url.split("?")[0]} ${status} ${(performance.now() - started).toFixed(1)}ms`
-      return Effect.as(Effect.logWithLevel(level, line), response)
+      return Effect.as(aboutRequest(Effect.logWithLevel(level, line)), response)
     })
   })
 
@@ -37,17 +61,13 @@ export const withRequest = <A, E, R>(
     f(Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest), fiber)
   )
 
-/**
- * Adds to the log annotations of the request: everything it logs from then on
- * carries them. Not scoped to an effect: each request runs in a fiber of its
- * own, and they end with it (cheaper than `Effect.annotateLogs`, on every request).
- */
-export const annotateRequest = (annotations: Readonly<Record<string, string>>) =>
-  FiberRef.update(FiberRef.currentLogAnnotations, (current) => {
-    let out = current
-    for (const key in annotations) out = HashMap.set(out, key, annotations[key])
-    return out
-  })
+/** Writes what authentication learned of the caller into the request's record. */
+export const noteCaller = (fiber: Fiber.RuntimeFiber<unknown, unknown>, caller: Omit<RequestRecord, "requestId">) => {
+  const record = fiber.getFiberRef(currentRequest)
+  if (record === undefined) return
+  if (caller.tenant !== undefined) record.tenant = caller.tenant
+  if (caller.accountKind !== undefined) record.accountKind = caller.accountKind
+}
 
 /**
  * Whether the response can no longer be sent: its socket is destroyed (the
