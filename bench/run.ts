@@ -914,7 +914,7 @@ const fullRun = async (env: Env, facts: Facts) => {
     }
     const fanTokens: Array<string> = []
     for (const t of all) fanTokens.push(await userToken(env.issuer, t.id, `u0-${t.id}`))
-    // Quiet first, then sign in: the account cache (1 minute) should be warm when the first run starts.
+    // Quiet first, then sign in: the account cache (5 minutes) should be warm when the first run starts.
     await waitForQuiet("engine-fanout")
     preparation.push({ step: `sign in ${all.length} users once (GET /v1/me, 8 at a time)`, seconds: await timedSeconds(() => onceEach(engine.baseUrl, "/v1/me", fanTokens, 8)) })
     const runs = await measureFanouts(env, ctx, engine, fanoutWorkloads(all.length, fanTokens), {
@@ -1514,7 +1514,7 @@ const renderResults = (r: {
     "and after the run. Tenant xact/req: the same over every tenant database of the run (one per request, plus one " +
     "per session opened, plus any `SELECT pg_cancel_backend(...)` the engine sends for queries of requests cut off " +
     "when autocannon stops).",
-    "- The engine's account cache keeps an entry 1 minute and checks its invalidation listener with a heartbeat every " +
+    "- The engine's account cache keeps an entry 5 minutes and checks its notifications connection with a heartbeat every " +
     "10 s; the raw baseline keeps accounts in a Map for 60 s, and each tenant's placement and pool for ever.",
     "- Fan-out: contexts are not visible from outside the engine, so they are counted from PostgreSQL: the highest " +
     "number of connections to tenant databases and of tenant databases with a connection in pg_stat_activity " +
