@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { domainToASCII } from "node:url"
 import { FOREIGN_KEY_VIOLATION, orDie, sqlState } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
@@ -172,14 +172,18 @@ const toServiceClient = (row: ClientRow) =>
 const toDomain = (row: DomainRow) =>
   new TenantDomain({ domain: row.domain, tenantId: row.tenant_id, createdAt: row.created_at }, true)
 
+/** Whether an invalidation covers a cached entry. */
+type Covers = (key: string, entry: Entry) => boolean
+
 /**
- * A bounded LRU map with a time to live. `generation` changes on every
- * invalidation, so a look-up that started before one does not store its
- * (possibly stale) answer after it.
+ * A bounded LRU map with a time to live. Every look-up in flight collects the
+ * invalidations that arrive while it runs, so that it does not store an
+ * answer one of them may have made stale; an unrelated change does not stop
+ * it from being cached.
  */
 class EntryCache {
   private readonly entries = new Map<string, { readonly entry: Entry; readonly expiresAt: number }>()
-  generation = 0
+  private readonly inFlight = new Set<Array<Covers>>()
   constructor(private readonly capacity: number, private readonly ttlMillis: number) {}
 
   get size() {
@@ -206,13 +210,26 @@ class EntryCache {
     }
   }
 
-  deleteWhere(predicate: (key: string, entry: Entry) => boolean) {
-    this.generation++
-    for (const [key, { entry }] of this.entries) if (predicate(key, entry)) this.entries.delete(key)
+  /** A look-up starts: the invalidations it must not outlive are collected from now on. */
+  begin(): Array<Covers> {
+    const seen: Array<Covers> = []
+    this.inFlight.add(seen)
+    return seen
+  }
+
+  /** A look-up ended: its answer is stored unless an invalidation since `begin` covers it. */
+  end(seen: Array<Covers>, key: string, entry: Entry | undefined, now: number) {
+    this.inFlight.delete(seen)
+    if (entry !== undefined && !seen.some((covers) => covers(key, entry))) this.set(key, entry, now)
+  }
+
+  deleteWhere(covers: Covers) {
+    for (const seen of this.inFlight) seen.push(covers)
+    for (const [key, { entry }] of this.entries) if (covers(key, entry)) this.entries.delete(key)
   }
 
   clear() {
-    this.generation++
+    for (const seen of this.inFlight) seen.push(() => true)
     this.entries.clear()
   }
 }
@@ -277,11 +294,11 @@ const make = Effect.gen(function*() {
         return Effect.succeed(hit)
       }
       counters.misses++
-      const generation = cache.generation
-      return Effect.tap(lookup, (entry) =>
-        Effect.sync(() => {
-          if (notifications.listening() && cache.generation === generation) cache.set(key, entry, now)
-        }))
+      const seen = cache.begin()
+      return Effect.onExit(lookup, (exit) =>
+        Effect.sync(() =>
+          cache.end(seen, key, Exit.isSuccess(exit) && notifications.listening() ? exit.value : undefined, now)
+        ))
     })
 
   const admit = (
