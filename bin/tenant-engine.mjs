@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The operator CLI as an installed command: runs the TypeScript sources through tsx.
-import { register } from "tsx/esm/api"
+// The operator CLI as an installed command: the build in dist/, built first
+// when it is missing or older than the sources (bin/build.mjs).
+import { ensureBuilt } from "./build.mjs"
 
-register()
-await import("../src/cli/main.ts")
+await ensureBuilt()
+await import("../dist/src/cli/main.js")

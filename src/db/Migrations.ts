@@ -2,12 +2,27 @@ import { SqlClient } from "@effect/sql"
 import * as Migrator from "@effect/sql/Migrator"
 import { Effect } from "effect"
 import { readdir } from "node:fs/promises"
-import { join } from "node:path"
+import { basename, dirname, join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
-/** Folders of the migration modules (`NNNN_name.ts`, default export an Effect). */
-export const platformMigrations = fileURLToPath(new URL("../../migrations/platform", import.meta.url))
-export const tenantMigrations = fileURLToPath(new URL("../../migrations/tenant", import.meta.url))
+/**
+ * The `migrations` folder beside the `src` folder this code was loaded from:
+ * the sources' (`src/db/Migrations.ts`, run by vitest or tsx) or the build's
+ * (`dist/src/chunks/...js`, next to `dist/migrations` with the compiled
+ * migrations). Found by name rather than by a fixed number of `..`, because
+ * the build puts this code in a shared chunk, not at its source path.
+ */
+const migrationsRoot = (() => {
+  const here = fileURLToPath(import.meta.url)
+  for (let folder = dirname(here); folder !== dirname(folder); folder = dirname(folder)) {
+    if (basename(folder) === "src") return join(dirname(folder), "migrations")
+  }
+  throw new Error(`no src folder above ${here}: cannot find the migrations`)
+})()
+
+/** Folders of the migration modules (`NNNN_name.ts`, or `.js` when built; default export an Effect). */
+export const platformMigrations = join(migrationsRoot, "platform")
+export const tenantMigrations = join(migrationsRoot, "tenant")
 
 export const MIGRATIONS_TABLE = "schema_migrations"
 
