@@ -1,9 +1,8 @@
 import { Command, ValidationError } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Cause, Console, Effect, Exit, Option } from "effect"
 import { readSettings } from "../AppConfig.js"
 import { describeError, messageOf } from "../ErrorText.js"
-import { runServer } from "../Server.js"
 import { CliPlatform } from "./CliPlatform.js"
 import { clients } from "./clients.js"
 import { domains } from "./domains.js"
@@ -11,10 +10,16 @@ import { migrate } from "./migrate.js"
 import { tenants } from "./tenants.js"
 import { token } from "./token.js"
 
+// The server (HTTP, the API, authentication) is loaded only by `serve`: the
+// other commands start faster without it (README, "Build").
 const serve = Command.make("serve", {}, () =>
-  Effect.flatMap(readSettings, runServer)).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
+  Effect.flatMap(
+    Effect.promise(() => import("../Server.js")),
+    ({ runServer }) => Effect.flatMap(readSettings, runServer)
+  )).pipe(Command.withDescription("run the platform server (what `npm start` runs)"))
 
-// Commands that operate on the platform get its services; serve and token build their own.
+// Commands that operate on the platform get its services (loaded when such a
+// command runs, not for --help or a usage error); serve and token build their own.
 
 const root = Command.make("tenant-engine").pipe(
   Command.withDescription("operate the tenant engine: tenants, service clients, domains, migrations, tokens"),

@@ -1,7 +1,13 @@
 import { Command, Options } from "@effect/cli"
 import { Effect, Option } from "effect"
-import { TenantMigrator } from "../tenancy/TenantMigrator.js"
+import type { TenantMigrator } from "../tenancy/TenantMigrator.js"
 import { printRows } from "./output.js"
+
+/** The fleet migrator (from CliPlatform), its module imported only when the command runs. */
+const tenantMigrator: Effect.Effect<TenantMigrator["Type"], never, TenantMigrator> = Effect.flatMap(
+  Effect.promise(() => import("../tenancy/TenantMigrator.js")),
+  ({ TenantMigrator }) => TenantMigrator
+)
 
 export const migrate = Command.make(
   "migrate",
@@ -17,7 +23,7 @@ export const migrate = Command.make(
   },
   ({ concurrency, json, status }) =>
     Effect.gen(function*() {
-      const migrator = yield* TenantMigrator
+      const migrator = yield* tenantMigrator
       if (status) {
         const report = yield* migrator.status
         return yield* printRows(report.tenants.map((t) => ({ ...t })), {

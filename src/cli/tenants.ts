@@ -1,7 +1,7 @@
 import { Args, Command, Options, Prompt } from "@effect/cli"
 import { Console, Effect, Option, Schema } from "effect"
 import { ManagedTenant } from "../tenancy/Tenant.js"
-import { TenantAdmin } from "../platform/TenantAdmin.js"
+import { tenantAdmin } from "./CliPlatform.js"
 import { done, printRecord, printRows } from "./output.js"
 
 const id = Args.text({ name: "ID" }).pipe(Args.withDescription("the tenant id"))
@@ -36,7 +36,7 @@ const create = Command.make(
     json
   },
   ({ id, json, name, server, strategy }) =>
-    Effect.flatMap(TenantAdmin, (admin) =>
+    Effect.flatMap(tenantAdmin, (admin) =>
       admin.create(id, name, {
         strategy: Option.getOrUndefined(strategy),
         server: Option.getOrUndefined(server)
@@ -44,12 +44,12 @@ const create = Command.make(
 ).pipe(Command.withDescription("create a tenant with its database or schema"))
 
 const show = Command.make("show", { id, json }, ({ id, json }) =>
-  Effect.flatMap(TenantAdmin, (admin) => admin.find(id)).pipe(
+  Effect.flatMap(tenantAdmin, (admin) => admin.find(id)).pipe(
     Effect.flatMap((tenant) => printTenant(tenant, json))
   )).pipe(Command.withDescription("show a tenant and where its data lives"))
 
 const list = Command.make("list", { json }, ({ json }) =>
-  Effect.flatMap(TenantAdmin, (admin) => admin.list).pipe(
+  Effect.flatMap(tenantAdmin, (admin) => admin.list).pipe(
     Effect.flatMap((tenants) =>
       json
         ? Console.log(JSON.stringify(tenants.map((t) => Schema.encodeSync(ManagedTenant)(t)), null, 2))
@@ -62,7 +62,7 @@ const list = Command.make("list", { json }, ({ json }) =>
 
 const setStatus = (name: "suspend" | "resume", status: "suspended" | "active") =>
   Command.make(name, { id }, ({ id }) =>
-    Effect.flatMap(TenantAdmin, (admin) => admin.setStatus(id, status)).pipe(
+    Effect.flatMap(tenantAdmin, (admin) => admin.setStatus(id, status)).pipe(
       Effect.zipRight(done(`tenant ${id} is ${status}`))
     )).pipe(
       Command.withDescription(
@@ -84,7 +84,7 @@ const remove = Command.make(
         })
         if (!confirmed) return yield* done("nothing deleted")
       }
-      const admin = yield* TenantAdmin
+      const admin = yield* tenantAdmin
       yield* admin.remove(id)
       yield* done(`tenant ${id} deleted`)
     })

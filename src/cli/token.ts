@@ -2,7 +2,7 @@ import { Command, Options } from "@effect/cli"
 import { Console, Duration, Effect, Option } from "effect"
 import { join } from "node:path"
 import { readSettings } from "../AppConfig.js"
-import { DevIssuer } from "../auth/DevIssuer.js"
+import type { DevIssuer } from "../auth/DevIssuer.js"
 
 const scope = Options.text("scope").pipe(
   Options.withDescription("scopes, space- or comma-separated (default: notes:read notes:write)"),
@@ -32,6 +32,8 @@ const mint = (f: (issuer: DevIssuer["Type"], lifetime: Duration.Duration) => Eff
       onNone: () => Effect.fail(new Error(`--lifetime: not a duration: ${lifetimeText}`)),
       onSome: Effect.succeed
     })
+    // Imported here: the issuer's key handling (jose) is for this command only.
+    const { DevIssuer } = yield* Effect.promise(() => import("../auth/DevIssuer.js"))
     const issuer = yield* Effect.provide(
       DevIssuer,
       DevIssuer.layer({ directory: join(settings.dataDir, "issuer"), audience: settings.authAudience })
