@@ -29,13 +29,13 @@ import {
 } from "./support.js"
 
 /**
- * The operator CLI as operators run it: `node --import tsx src/cli/main.ts ...`
+ * The operator CLI as operators run it: the build, `node dist/src/cli/main.js ...`
  * in a child process, configured by the environment alone (DATABASE_URL on a
  * platform database of this file's namespace, TENANT_DATABASE_PREFIX, DATA_DIR;
  * no AUTH_ISSUER, so `token` mints with the development issuer of DATA_DIR).
  * A platform server runs in this process on the same databases and trusts that
  * issuer too, so what a command does is checked where it matters: on the very
- * next HTTP request. Each child costs seconds on a small machine: independent
+ * next HTTP request. Each child costs up to seconds on a loaded machine: independent
  * commands run at once, in a few waves.
  */
 

@@ -3,7 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { type Console, Effect, type Exit, Layer, Logger, LogLevel } from "effect"
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import { adminQuery } from "../tenancy/support.js"
 import { inject } from "vitest"
 import { AuthConfig } from "../../src/auth/AuthConfig.js"
@@ -15,6 +15,7 @@ import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { testConfig, type TestDatabasesOptions } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { platformWith } from "../../src/PlatformLive.js"
+import { buildOnce, builtCli, repositoryRoot } from "./build.js"
 
 /**
  * Helpers for the CLI and fleet suites: the CLI as a child process on a
@@ -24,7 +25,7 @@ import { platformWith } from "../../src/PlatformLive.js"
  */
 
 export const adminUrl = inject("databaseUrl")
-export const repositoryRoot = resolve(import.meta.dirname, "../..")
+export { repositoryRoot }
 
 /** A URL on the test server naming another database. */
 export const urlOf = (database: string) => {
@@ -80,18 +81,19 @@ export const cliEnvironment = (
 }
 
 /**
- * `node --import tsx src/cli/main.ts ...args`, stdin closed (no TTY), killed
- * after `timeoutMs` (a bound against hanging: a loaded 2-core machine running
- * a dozen of these at once takes tens of seconds for each).
+ * `node dist/src/cli/main.js ...args` (the build, made first if needed), stdin
+ * closed (no TTY), killed after `timeoutMs` (a bound against hanging: a loaded
+ * 2-core machine running a dozen of these at once takes seconds for each).
  */
-export const runCli = (
+export const runCli = async (
   args: ReadonlyArray<string>,
   env: Record<string, string>,
   timeoutMs = 150_000
-): Promise<CliResult> =>
-  new Promise((resolveRun, reject) => {
+): Promise<CliResult> => {
+  await buildOnce()
+  return new Promise((resolveRun, reject) => {
     const started = Date.now()
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+    const child = spawn(process.execPath, [builtCli, ...args], {
       cwd: repositoryRoot,
       env,
       stdio: ["ignore", "pipe", "pipe"]
@@ -112,6 +114,7 @@ export const runCli = (
       resolveRun({ args, code, signal, stdout, stderr, millis: Date.now() - started })
     })
   })
+}
 
 export const cli = (args: ReadonlyArray<string>, env: Record<string, string>) =>
   Effect.promise(() => runCli(args, env))

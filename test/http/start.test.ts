@@ -2,11 +2,12 @@ import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import { ConfigProvider, Effect } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { readSettings } from "../../src/AppConfig.js"
 import { freePort } from "../../src/platform/EmbeddedPostgres.js"
+import { buildOnce, builtServer, repositoryRoot as root } from "../cli/build.js"
 
 /**
  * `npm start` end to end: the real entry point as a child process, with
@@ -14,12 +15,12 @@ import { freePort } from "../../src/platform/EmbeddedPostgres.js"
  * PostgreSQL and the development issuer, seeds the demo tenant and prints
  * curl lines that must work as pasted.
  *
- * The child is `tsx src/main.ts` (what the start script runs) without npm in
- * between: npm does not pass SIGTERM on to its child.
+ * The child is `node dist/src/main.js` (what the start script runs once the
+ * build is fresh) without npm in between: npm does not pass SIGTERM on to its
+ * child. The build is made (if stale) once, before the first child.
  */
 
-const root = resolve(import.meta.dirname, "../..")
-const tsx = join(root, "node_modules", ".bin", "tsx")
+beforeAll(buildOnce, 300_000)
 
 /** The environment of a user who configured nothing. */
 const bareEnvironment = (extra: Record<string, string>) => {
@@ -62,7 +63,7 @@ describe("npm start", () => {
   it.concurrent("starts on an embedded PostgreSQL, the printed curl lines work, and SIGTERM exits 0", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "tenant-engine-start-"))
     const port = await freePort()
-    const child = spawn(tsx, ["src/main.ts"], {
+    const child = spawn(process.execPath, [builtServer], {
       cwd: root,
       env: bareEnvironment({ DATA_DIR: dataDir, PORT: String(port) }),
       stdio: ["ignore", "pipe", "pipe"]
@@ -171,10 +172,9 @@ const expectRefused = async (variables: Record<string, string>, named: ReadonlyA
   const dataDir = await mkdtemp(join(tmpdir(), "tenant-engine-badconfig-"))
   try {
     const run = await new Promise<{ code: number | null; output: string }>((done) => {
-      // node with tsx's loader: the same entry point, one process fewer than the tsx CLI.
       execFile(
         process.execPath,
-        ["--import", "tsx", "src/main.ts"],
+        [builtServer],
         { cwd: root, env: bareEnvironment({ DATA_DIR: dataDir, ...variables }), timeout: 30_000 },
         (error, stdout, stderr) =>
           done({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, output: stdout + stderr })
