@@ -16,4 +16,5 @@ export const AdminHandlers = HttpApiBuilder.group(PlatformApi, "admin", (handler
       .handle("listClients", ({ path }) => Effect.map(admin.listClients(path.id), (items) => ({ items })))
       .handle("disableClient", ({ path }) => Effect.asVoid(admin.disableClient(path.id, path.clientId)))
       .handle("addDomain", ({ path, payload }) => admin.addDomain(path.id, payload.domain))
-      .handle("listDomains", ({ path }) => Effect.map(admin.listDomains(path.id), (items) => ({ items })))))
+      .handle("listDomains", ({ path }) => Effect.map(admin.listDomains(path.id), (items) => ({ items })))
+      .handle("listServers", () => Effect.map(admin.listServers, (items) => ({ items })))))

@@ -4,6 +4,7 @@ import { ClientAlreadyExists, ClientNotFound, DomainAlreadyExists, InvalidDomain
 import { ServiceClient, TenantDomain } from "../auth/ServiceClient.js"
 import { Account, Principal } from "../auth/UserWithAccount.js"
 import { strict } from "../notes/Note.js"
+import { ServerView } from "../servers/Server.js"
 import { NotesApi } from "../notes/NotesApi.js"
 import { InvalidTenant, ProvisioningFailed, TenantAlreadyExists, TenantNotFound } from "../tenancy/TenancyErrors.js"
 import { ManagedTenant, Tenant, TenantId, TenantStatus, TenantStrategy } from "../tenancy/Tenant.js"
@@ -87,6 +88,10 @@ export class Admin extends HttpApiGroup.make("admin")
   .add(
     HttpApiEndpoint.get("listDomains")`/v1/admin/tenants/${tenantId}/domains`
       .addSuccess(Schema.Struct({ items: Schema.Array(TenantDomain) }))
+  )
+  .add(
+    HttpApiEndpoint.get("listServers", "/v1/admin/servers")
+      .addSuccess(Schema.Struct({ items: Schema.Array(ServerView) }))
   )
   .addError(TenantNotFound)
   .middleware(AdminAuthenticated)

@@ -2,6 +2,7 @@ import { Context, Effect, Layer } from "effect"
 import { AccountDirectory } from "../auth/AccountDirectory.js"
 import { TenantContexts } from "../tenancy/TenantContexts.js"
 import { TenantDatabases } from "../tenancy/TenantDatabases.js"
+import { ServerRegistry } from "../servers/ServerRegistry.js"
 import type { TenantNotFound } from "../tenancy/TenancyErrors.js"
 import type { TenantStatus } from "../tenancy/Tenant.js"
 
@@ -23,6 +24,16 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
   readonly listDomains: AccountDirectory["Type"]["listDomains"]
   /** Suspends, drains in-flight requests (up to 10 s), drops the database or schema, accounts, clients and domains. */
   readonly remove: (id: string) => Effect.Effect<void, TenantNotFound>
+  /** Moves a tenant's data to another server or strategy, draining this process's requests of it first. */
+  readonly move: (
+    id: string,
+    options: Parameters<TenantDatabases["Type"]["move"]>[1],
+    onProgress: Parameters<TenantDatabases["Type"]["move"]>[3]
+  ) => ReturnType<TenantDatabases["Type"]["move"]>
+  readonly listServers: ServerRegistry["Type"]["list"]
+  readonly addServer: ServerRegistry["Type"]["add"]
+  readonly drainServer: ServerRegistry["Type"]["drain"]
+  readonly removeServer: ServerRegistry["Type"]["remove"]
 }>() {
   static readonly layer = Layer.effect(
     TenantAdmin,
@@ -30,6 +41,7 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
       const databases = yield* TenantDatabases
       const directory = yield* AccountDirectory
       const contexts = yield* TenantContexts
+      const servers = yield* ServerRegistry
       return TenantAdmin.of({
         create: databases.provision,
         list: databases.list,
@@ -47,7 +59,12 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
         remove: (id) =>
           databases.remove(id, contexts.drain(id, "10 seconds")).pipe(
             Effect.tap(() => directory.invalidateTenant(id))
-          )
+          ),
+        move: (id, options, onProgress) => databases.move(id, options, contexts.drain(id, "10 seconds"), onProgress),
+        listServers: servers.list,
+        addServer: servers.add,
+        drainServer: servers.drain,
+        removeServer: servers.remove
       })
     })
   )

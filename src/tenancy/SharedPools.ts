@@ -3,7 +3,7 @@ import type Pg from "pg"
 import { login } from "../db/DatabaseUrl.js"
 import { openPool } from "../db/Pool.js"
 import { TenantUnavailable } from "./TenancyErrors.js"
-import type { TenantPlacement } from "./TenantDatabases.js"
+import type { TenantPlacement } from "./TenantPlacement.js"
 
 export interface SharedPoolsOptions {
   /** Connections each shared pool may open. */
@@ -40,7 +40,7 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
         Effect.tryPromise({
           try: () =>
             openPool({
-              url: login(placement.server, {
+              url: login(placement.host, {
                 database: placement.database,
                 user: placement.login.user,
                 password: Redacted.value(placement.login.password)
@@ -65,7 +65,7 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
 
     const get = (placement: TenantPlacement) =>
       Effect.suspend(() => {
-        const key = `${placement.server}\n${placement.database}\n${placement.login.user}`
+        const key = `${placement.host}\n${placement.database}\n${placement.login.user}`
         const existing = pools.get(key)
         if (existing !== undefined) return Deferred.await(existing)
         return Effect.flatMap(Deferred.make<Pg.Pool, TenantUnavailable>(), (opening) => {

@@ -33,3 +33,6 @@ export class ProvisioningFailed extends ApiError<ProvisioningFailed>()("Provisio
   code: "provisioning_failed",
   status: 500
 }) {}
+
+/** A move could not be completed; the tenant stays whole where it was (or, once switched, where it went). */
+export class MoveFailed extends ApiError<MoveFailed>()("MoveFailed", { code: "move_failed", status: 500 }) {}

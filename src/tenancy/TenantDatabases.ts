@@ -1,18 +1,20 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { PgClient } from "@effect/sql-pg"
 import type { MigrationError } from "@effect/sql/Migrator"
-import { Cause, Clock, Context, Effect, Layer, Option, Redacted, Schedule, Schema, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, FiberId, Layer, Option, Redacted, Schema, Scope } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import Pg from "pg"
-import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
-import { latestVersion, runMigrations } from "../db/Migrations.js"
-import { DUPLICATE_DATABASE, DUPLICATE_OBJECT, OBJECT_IN_USE, orDie, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
+import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
+import { latestVersion } from "../db/Migrations.js"
+import { orDie } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
+import type { ServerNotFound } from "../servers/ServerErrors.js"
+import { ServerRegistry } from "../servers/ServerRegistry.js"
+import { makeServerAdmin, type MigrationTarget, type ServerAdmin, serverObjectNames } from "./ServerAdmin.js"
+import { copyTables, type TableCopied } from "./TableCopy.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import {
   InvalidTenant,
+  MoveFailed,
   ProvisioningFailed,
   TenantAlreadyExists,
   TenantNotFound,
@@ -30,36 +32,44 @@ import {
   type TenantStrategy
 } from "./Tenant.js"
 import { TenantMigrations } from "./TenantMigrations.js"
-
-/** Where a tenant's data lives and how its session logs in. */
-export interface TenantPlacement {
-  readonly tenantId: string
-  /** The server's URL without credentials or database. */
-  readonly server: string
-  readonly strategy: TenantStrategy
-  /** The tenant's own database, or the server's shared database. */
-  readonly database: string
-  /** A schema tenant's schema; null for a database tenant (its tables are in `public`). */
-  readonly schema: string | null
-  /** The tenant's own role. */
-  readonly role: string
-  /** Who the pool logs in as: the tenant's role (database), or the shared database's gateway role (schema). */
-  readonly login: { readonly user: string; readonly password: Redacted.Redacted<string> }
-}
-
-/** The one server until servers are registered by name: what admin views call it. */
-export const DEFAULT_SERVER = "default"
+import type { TenantPlacement } from "./TenantPlacement.js"
 
 export interface ProvisionOptions {
   /** Default: the configured default strategy. */
   readonly strategy?: TenantStrategy | undefined
-  /** A registered server's name; only `default` is registered. */
+  /** A registered, active server's name. Default: the active server with the fewest tenants per unit of weight. */
   readonly server?: string | undefined
 }
 
+export interface MoveOptions {
+  /** Default: the active server with the fewest tenants per unit of weight, other than the tenant's (unless only `strategy` is given: then the tenant's). */
+  readonly to?: string | undefined
+  /** Default: the tenant's. */
+  readonly strategy?: TenantStrategy | undefined
+}
+
+/** What a move is doing, for a terminal to show. */
+export type MoveProgress =
+  | { readonly step: "draining" }
+  | { readonly step: "creating"; readonly server: string; readonly strategy: TenantStrategy }
+  | { readonly step: "copied"; readonly table: string; readonly rows: number }
+  | { readonly step: "switched"; readonly unavailableMillis: number }
+
+export interface MoveSummary {
+  readonly tenantId: string
+  /** False when the tenant was where it was asked to go already. */
+  readonly moved: boolean
+  readonly from: { readonly server: string; readonly strategy: TenantStrategy }
+  readonly to: { readonly server: string; readonly strategy: TenantStrategy }
+  readonly tables: ReadonlyArray<TableCopied>
+  /** From the claim (its requests refused) to the switch (served from the new place). */
+  readonly unavailableMillis: number
+}
+
 /**
- * The tenants and where their data lives: placement, provisioning, status,
- * migrations and removal, on both strategies.
+ * The tenants and where their data lives: placement on the registered
+ * servers, provisioning, status, migrations, moves and removal, on both
+ * strategies.
  *
  * `database`: a database of its own and a login role that is the only
  * non-superuser allowed to connect to it (PUBLIC's CONNECT is revoked). Table
@@ -91,9 +101,7 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
   /** The name of a tenant's database (database strategy), or of its schema and role (both strategies). */
   readonly databaseName: (id: string) => string
   /** Runs every pending tenant migration on a tenant's data, as the administrator; the schema version after. */
-  readonly migrate: (
-    target: { readonly strategy: TenantStrategy; readonly database: string; readonly schema: string | null }
-  ) => Effect.Effect<number, SqlError | MigrationError>
+  readonly migrate: (target: MigrationTarget & { readonly server: string }) => Effect.Effect<number, SqlError | MigrationError>
   /**
    * Deletes a tenant: marks it deleting (its requests are refused from now on),
    * runs `drain` (the caller closes what it holds of the tenant), drops its
@@ -102,8 +110,24 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
    * next one.
    */
   readonly remove: (id: string, drain: Effect.Effect<void>) => Effect.Effect<void, TenantNotFound>
+  /**
+   * Moves a tenant to another server or strategy: claims it (its requests get
+   * 503 everywhere), runs `drain` (the caller closes what it holds of the
+   * tenant), creates its new place at the latest schema version, copies every
+   * table there and checks the row counts, switches its placement, and drops
+   * the old copy. Whatever stops it before the switch leaves the tenant whole
+   * where it was; running it again finishes or restarts an interrupted move.
+   */
+  readonly move: (
+    id: string,
+    options: MoveOptions,
+    drain: Effect.Effect<void>,
+    onProgress: (progress: MoveProgress) => void
+  ) => Effect.Effect<MoveSummary, TenantNotFound | TenantUnavailable | InvalidTenant | ProvisioningFailed | MoveFailed>
 }>() {
+  /** With the server registry it places tenants on. */
   static readonly layer = Layer.scoped(TenantDatabases, Effect.suspend(() => make)).pipe(
+    Layer.provideMerge(ServerRegistry.layer),
     Layer.provide(Reactivity.layer)
   )
 }
@@ -126,7 +150,7 @@ const toTenant = (row: TenantRow) =>
   new ManagedTenant({
     ...tenantFromRow(row),
     placement: new Placement({
-      server: DEFAULT_SERVER,
+      server: row.db_server,
       strategy: row.db_strategy,
       database: row.db_name,
       schema: row.db_schema,
@@ -137,8 +161,31 @@ const toTenant = (row: TenantRow) =>
 /** PostgreSQL's limit on identifiers (NAMEDATALEN - 1); longer names are truncated. */
 const MAX_IDENTIFIER_BYTES = 63
 
-/** How long a delete waits for other processes to finish their work in the tenant's database. */
+/** How long a delete or a move waits for other processes to finish their work in the tenant's database. */
 const OTHERS_DRAIN_MILLIS = 10_000
+
+/** A move's claim on its tenant lapses after this unless renewed (the mover died): the tenant serves again. */
+const MOVE_LEASE = "60 seconds"
+const MOVE_LEASE_RENEWAL = "10 seconds"
+
+/** A suffixed identifier, kept within PostgreSQL's limit. */
+const withSuffix = (name: string, suffix: string) =>
+  name.slice(0, MAX_IDENTIFIER_BYTES - suffix.length - 1) + "_" + suffix
+
+/** A move in progress (`copying`: the new copy is partial) or switched (`switched`: the old copy is left to drop). */
+interface MoveRow {
+  readonly phase: "copying" | "switched"
+  readonly from_server: string
+  readonly from_strategy: TenantStrategy
+  readonly from_database: string
+  readonly from_schema: string | null
+  readonly from_role: string
+  readonly to_server: string
+  readonly to_strategy: TenantStrategy
+  readonly to_database: string
+  readonly to_schema: string | null
+  readonly to_role: string
+}
 
 /**
  * Ids whose names are the engine's own (the group role and the template):
@@ -147,25 +194,14 @@ const OTHERS_DRAIN_MILLIS = 10_000
  */
 const RESERVED_IDS = new Set(["app", "template"])
 
-
-const ident = Pg.escapeIdentifier
-
 const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
   const config = yield* TenancyConfig
   const loader = yield* TenantMigrations
-  const admin = yield* PgClient.make({
-    url: config.adminUrl,
-    maxConnections: 2,
-    applicationName: "tenant-engine/provisioning"
-  })
-  const reactivity = yield* Effect.context<Reactivity.Reactivity>()
+  const registry = yield* ServerRegistry
+  const context = yield* Effect.context<PlatformDb | TenancyConfig | TenantMigrations | Reactivity.Reactivity>()
   const layerScope = yield* Effect.scope
-  const server = serverOf(config.adminUrl)
-  const templateName = `${config.databasePrefix}template`
-  const appRole = `${config.databasePrefix}app`
-  const sharedName = `${config.databasePrefix}_shared`
-  const gatewayRole = `${config.databasePrefix}_gateway`
+  const names = serverObjectNames(config.databasePrefix)
   const databaseName = (id: string) => {
     const name = config.databasePrefix + id.replaceAll("-", "_")
     if (Buffer.byteLength(name) <= MAX_IDENTIFIER_BYTES) return name
@@ -175,6 +211,22 @@ const make = Effect.gen(function*() {
     const hash = createHash("sha256").update(id).digest("hex").slice(0, 16)
     return name.slice(0, MAX_IDENTIFIER_BYTES - hash.length - 1) + "_" + hash
   }
+
+  /** Each server's administration, opened when first needed and kept until the service closes. */
+  const admins = new Map<string, Deferred.Deferred<ServerAdmin>>()
+  const adminOf = (server: string): Effect.Effect<ServerAdmin, ServerNotFound | SqlError> =>
+    Effect.suspend(() => {
+      const known = admins.get(server)
+      if (known !== undefined) return Deferred.await(known)
+      const opening = Deferred.unsafeMake<ServerAdmin>(FiberId.none)
+      admins.set(server, opening)
+      return registry.address(server).pipe(
+        Effect.flatMap((address) => makeServerAdmin(address).pipe(Effect.provide(context), Scope.extend(layerScope))),
+        Effect.tap((admin) => Deferred.succeed(opening, admin)),
+        // Unknown (or failed): forgotten, so that the next caller looks again.
+        Effect.tapErrorCause(() => Effect.sync(() => admins.delete(server)))
+      )
+    })
 
   const findRow = (id: string) =>
     platform<TenantRow>`SELECT * FROM tenants WHERE id = ${id} AND status IN ('active', 'suspended')`.pipe(
@@ -187,216 +239,63 @@ const make = Effect.gen(function*() {
       )
     )
 
-  /** Under an advisory lock on the server, so that several processes prepare a thing one at a time. */
-  const exclusively = (name: string) =>
-    Effect.flatMap(admin.reserve, (connection) =>
-      Effect.acquireRelease(
-        connection.executeRaw("SELECT pg_advisory_lock(hashtext($1))", [name]),
-        () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [name]))
-      ))
+  // --- placing a tenant's data on a server ---
 
-  // --- the template: a migrated database that new database tenants are copied from ---
-
-  const templateLock = yield* Effect.makeSemaphore(1)
-  let templateVersion = -1
-
-  const prepareTemplate = Effect.gen(function*() {
-    yield* exclusively(templateName)
-    const exists = yield* admin`SELECT 1 FROM pg_database WHERE datname = ${templateName}`
-    const created = exists.length === 0
-    if (created) {
-      yield* admin`CREATE ROLE ${admin(appRole)} NOLOGIN`.pipe(
-        Effect.catchIf((e) => [DUPLICATE_OBJECT, UNIQUE_VIOLATION].includes(sqlState(e) ?? ""), () => Effect.void)
+  /** The migrator reports a failed migration as a defect: those are failures of provisioning too. */
+  const provisioningFailed = (message: string) =>
+    Effect.catchAllCause((cause: Cause.Cause<unknown>) =>
+      Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
+        Effect.logError(message, cause),
+        new ProvisioningFailed({ message })
       )
-      yield* admin`CREATE DATABASE ${admin(templateName)}`
-      yield* admin`REVOKE ALL ON DATABASE ${admin(templateName)} FROM PUBLIC`
-    }
-    const migrate = Effect.gen(function*() {
-      const sql = yield* PgClient.make({
-        url: withDatabase(config.adminUrl, templateName),
-        maxConnections: 1,
-        applicationName: "tenant-engine/template"
-      })
-      if (created) {
-        // Tables that migrations create (as this admin role) are usable by
-        // every tenant role through the group role, now and in later migrations.
-        yield* sql`GRANT USAGE ON SCHEMA public TO ${sql(appRole)}`
-        yield* sql`ALTER DEFAULT PRIVILEGES IN SCHEMA public
-                   GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${sql(appRole)}`
-        yield* sql`ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO ${sql(appRole)}`
+    )
+
+  /** Where a tenant's data goes on a server under a strategy, its database or schema and role named `objectName`. */
+  const placementOn = (
+    admin: ServerAdmin,
+    tenantId: string,
+    strategy: TenantStrategy,
+    objectName: string
+  ): TenantPlacement =>
+    strategy === "database"
+      ? {
+        tenantId,
+        server: admin.name,
+        host: admin.host,
+        strategy,
+        database: objectName,
+        schema: null,
+        role: objectName,
+        login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
       }
-      return yield* runMigrations(loader).pipe(Effect.provideService(SqlClient.SqlClient, sql))
-    }).pipe(Effect.scoped)
-    return yield* migrate.pipe(
-      Effect.tapErrorCause(() =>
-        created ? Effect.ignore(admin`DROP DATABASE IF EXISTS ${admin(templateName)} WITH (FORCE)`) : Effect.void
-      )
-    )
-  }).pipe(Effect.scoped, Effect.provide(reactivity))
-
-  /** The template at the latest version; cheap once it is known to be current. */
-  const ensureTemplate = templateLock.withPermits(1)(
-    Effect.gen(function*() {
-      const latest = yield* latestVersion(loader)
-      // Uninterruptible: a template cut off between its creation and its grants
-      // would be taken as ready by the next run, and every tenant copied from
-      // it could not use its own tables.
-      if (templateVersion !== latest) templateVersion = yield* Effect.uninterruptible(prepareTemplate)
-      return templateVersion
-    })
-  )
-
-  // --- the shared database: where schema tenants live ---
-
-  const sharedLock = yield* Effect.makeSemaphore(1)
-  let shared: { readonly sql: PgClient.PgClient } | undefined
+      : {
+        tenantId,
+        server: admin.name,
+        host: admin.host,
+        strategy,
+        database: names.shared,
+        schema: objectName,
+        role: objectName,
+        login: { user: names.gateway, password: Redacted.make("") }
+      }
 
   /**
-   * Creates the shared database and its gateway role once per server (under
-   * an advisory lock: several processes may try at once), records the
-   * gateway's login in the platform database, and opens this process's
-   * administrative pool on it. Tenant roles there may not call `set_config`
-   * nor run PL/pgSQL: with either they could issue a `SET ROLE` that
-   * SchemaClient does not see.
+   * Prepares the server for the placement's strategy (the template, or the
+   * shared database) and creates the tenant's data there at the latest
+   * schema version, which it returns.
    */
-  const prepareShared = Effect.gen(function*() {
-    yield* exclusively(sharedName)
-    const recorded = yield* platform`SELECT 1 FROM shared_databases WHERE server = ${server} AND database = ${sharedName}`
-    if (recorded.length === 0) {
-      const password = randomBytes(24).toString("base64url")
-      // The password is base64url: safe inside a literal, and DDL takes no parameters.
-      const withPassword = admin.literal(`'${password}'`)
-      // A run cut off before it recorded the login may have made the role: take it over.
-      yield* admin`CREATE ROLE ${admin(gatewayRole)} LOGIN NOINHERIT PASSWORD ${withPassword}`.pipe(
-        Effect.catchIf(
-          (e) => [DUPLICATE_OBJECT, UNIQUE_VIOLATION].includes(sqlState(e) ?? ""),
-          () => admin`ALTER ROLE ${admin(gatewayRole)} LOGIN NOINHERIT PASSWORD ${withPassword}`
-        )
-      )
-      yield* admin`CREATE DATABASE ${admin(sharedName)}`.pipe(
-        Effect.catchIf((e) => sqlState(e) === DUPLICATE_DATABASE, () => Effect.void)
-      )
-      yield* admin`REVOKE ALL ON DATABASE ${admin(sharedName)} FROM PUBLIC`
-      yield* admin`GRANT CONNECT ON DATABASE ${admin(sharedName)} TO ${admin(gatewayRole)}`
-      yield* Effect.scoped(Effect.gen(function*() {
-        const sql = yield* PgClient.make({
-          url: withDatabase(config.adminUrl, sharedName),
-          maxConnections: 1,
-          applicationName: "tenant-engine/shared"
-        })
-        yield* sql.unsafe([
-          "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-          "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
-          "REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC",
-          // The gateway takes a tenant's settings with it; tenant roles do not inherit it.
-          `GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO ${ident(gatewayRole)}`
-        ].join("; "))
-      }))
-      yield* platform`INSERT INTO shared_databases (server, database, login_role, login_password)
-                      VALUES (${server}, ${sharedName}, ${gatewayRole}, ${password})`
-    }
-    const sql = yield* PgClient.make({
-      url: withDatabase(config.adminUrl, sharedName),
-      maxConnections: 2,
-      applicationName: "tenant-engine/provisioning"
-    }).pipe(Scope.extend(layerScope))
-    return { sql }
-  }).pipe(Effect.scoped, Effect.provide(reactivity))
-
-  const ensureShared = sharedLock.withPermits(1)(
-    Effect.suspend(() =>
-      shared !== undefined
-        ? Effect.succeed(shared)
-        : Effect.tap(Effect.uninterruptible(prepareShared), (prepared) => {
-          shared = prepared
-        })
-    )
-  )
-
-  /** Runs `effect` as the administrator with a schema tenant's search path, in one transaction. */
-  const inSchema = <A, E, R>(schema: string, effect: Effect.Effect<A, E, R>) =>
-    Effect.flatMap(ensureShared, ({ sql }) =>
-      sql.withTransaction(
-        Effect.zipRight(sql.unsafe(`SET LOCAL search_path TO ${ident(schema)}`), effect)
-      ).pipe(Effect.provideService(SqlClient.SqlClient, sql)))
-
-  // --- provisioning ---
-
-  // Each statement runs to its end once sent: an interrupted one would be
-  // cancelled, but could still complete on the server after the undo had
-  // looked. So an interruption lands between statements.
-  const createDatabase = (placement: TenantPlacement) =>
+  const createData = (admin: ServerAdmin, placement: TenantPlacement) =>
     Effect.gen(function*() {
-      const role = admin(placement.role)
-      const database = admin(placement.database)
-      // The password is base64url: safe inside a literal, and DDL takes no parameters.
-      yield* Effect.uninterruptible(
-        admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.login.password)}'`)} IN ROLE ${
-          admin(appRole)
-        }`
-      )
-      // Copying fails while anyone is connected to the template (another process
-      // preparing it); that lasts milliseconds, so try again briefly.
-      // Created closed to connections, opened once only the tenant's role may connect.
-      yield* Effect.uninterruptible(
-        admin`CREATE DATABASE ${database} TEMPLATE ${admin(templateName)} ALLOW_CONNECTIONS false`
-      ).pipe(
-        Effect.retry({
-          while: (e) => sqlState(e) === OBJECT_IN_USE,
-          schedule: Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(8))
-        })
-      )
-      yield* Effect.uninterruptible(admin`REVOKE ALL ON DATABASE ${database} FROM PUBLIC`)
-      yield* Effect.uninterruptible(admin`GRANT CONNECT, TEMPORARY ON DATABASE ${database} TO ${role}`)
-      yield* Effect.uninterruptible(admin`ALTER DATABASE ${database} ALLOW_CONNECTIONS true`)
+      const version = yield* (placement.schema === null
+        ? admin.ensureTemplate.pipe(provisioningFailed(`preparing the tenant database template on ${admin.name} failed`))
+        : Effect.zipRight(admin.ensureShared, latestVersion(loader)).pipe(
+          provisioningFailed(`preparing the shared tenant database on ${admin.name} failed`)
+        ))
+      yield* placement.schema === null
+        ? admin.createDatabase(placement)
+        : Effect.asVoid(admin.createSchema({ ...placement, schema: placement.schema }))
+      return version
     })
-
-  /**
-   * The role, the schema, its privileges and the migrations in one
-   * transaction: all of it or, whatever stops it, none. Tables are created by
-   * the administrator; the tenant role gets their rows through default
-   * privileges, not their ownership.
-   */
-  const createSchema = (placement: TenantPlacement & { readonly schema: string }) => {
-    const role = ident(placement.role)
-    const schema = ident(placement.schema)
-    return inSchema(
-      placement.schema,
-      Effect.flatMap(SqlClient.SqlClient, (sql) =>
-        Effect.zipRight(
-          sql.unsafe([
-            `CREATE ROLE ${role} NOLOGIN NOINHERIT`,
-            `GRANT ${role} TO ${ident(gatewayRole)}`,
-            `CREATE SCHEMA ${schema}`,
-            `GRANT USAGE ON SCHEMA ${schema} TO ${role}`,
-            `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${role}`,
-            `ALTER DEFAULT PRIVILEGES IN SCHEMA ${schema} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`
-          ].join("; ")),
-          runMigrations(loader)
-        ))
-    )
-  }
-
-  const dropData = (placement: Pick<TenantPlacement, "strategy" | "database" | "schema" | "role">) =>
-    placement.strategy === "database" || placement.schema === null
-      ? Effect.zipRight(
-        admin`DROP DATABASE IF EXISTS ${admin(placement.database)} WITH (FORCE)`,
-        admin`DROP ROLE IF EXISTS ${admin(placement.role)}`
-      )
-      : Effect.flatMap(ensureShared, ({ sql }) =>
-        sql.withTransaction(
-          Effect.zipRight(
-            sql.unsafe(`DROP SCHEMA IF EXISTS ${ident(placement.schema!)} CASCADE`),
-            // DROP OWNED revokes what the role was granted in the shared database, so it can go.
-            sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ${placement.role}`.pipe(
-              Effect.flatMap((rows) =>
-                (rows[0]?.n ?? 0) === 0
-                  ? Effect.void
-                  : sql.unsafe(`DROP OWNED BY ${ident(placement.role)}; DROP ROLE ${ident(placement.role)}`)
-              )
-            )
-          )
-        ))
 
   const provision = Effect.fn("TenantDatabases.provision")(function*(
     id: string,
@@ -410,44 +309,14 @@ const make = Effect.gen(function*() {
     yield* Schema.decodeUnknown(TenantName)(name).pipe(
       Effect.mapError(() => new InvalidTenant({ message: "a tenant name is 1 to 200 characters" }))
     )
-    if (options.server !== undefined && options.server !== DEFAULT_SERVER) {
-      return yield* new InvalidTenant({ message: `no server named ${JSON.stringify(options.server)}` })
-    }
+    const server = yield* registry.choose(options.server).pipe(
+      Effect.mapError((error) => new InvalidTenant({ message: error.message }))
+    )
+    const admin = yield* adminOf(server).pipe(
+      provisioningFailed(`the administration of server ${server} could not be opened`)
+    )
     const strategy = options.strategy ?? config.defaultStrategy
-    // The migrator reports a failed migration as a defect: catch those too.
-    const prepared = (what: string) =>
-      Effect.catchAllCause((cause: Cause.Cause<unknown>) =>
-        Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.zipRight(
-          Effect.logError(`preparing the ${what} failed`, cause),
-          new ProvisioningFailed({ message: `the ${what} could not be prepared` })
-        )
-      )
-    const version = yield* (strategy === "database"
-      ? ensureTemplate.pipe(prepared("tenant database template"))
-      : Effect.zipRight(ensureShared, latestVersion(loader)).pipe(prepared("shared tenant database")))
-    const objectName = databaseName(tenantId)
-    const placement: TenantPlacement = strategy === "database"
-      ? {
-        tenantId,
-        server,
-        strategy,
-        database: objectName,
-        schema: null,
-        role: objectName,
-        login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
-      }
-      : {
-        tenantId,
-        server,
-        strategy,
-        database: sharedName,
-        schema: objectName,
-        role: objectName,
-        login: { user: gatewayRole, password: Redacted.make("") }
-      }
-    const create = placement.schema === null
-      ? createDatabase(placement)
-      : Effect.asVoid(createSchema({ ...placement, schema: placement.schema }))
+    const placement = placementOn(admin, tenantId, strategy, databaseName(tenantId))
     // Claiming the id first makes concurrent provisioning of one id safe:
     // exactly one insert wins, the others see the row and stop. The claim and
     // the step that completes it are uninterruptible, so an interruption is
@@ -460,21 +329,23 @@ const make = Effect.gen(function*() {
                                schema_version)
           VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${strategy}, ${placement.database},
                   ${placement.schema}, ${placement.role},
-                  ${strategy === "database" ? Redacted.value(placement.login.password) : null}, ${version})
+                  ${strategy === "database" ? Redacted.value(placement.login.password) : null}, 0)
           ON CONFLICT DO NOTHING
           RETURNING id`.pipe(orDie)
         if (claimed.length === 0) {
           return yield* new TenantAlreadyExists({ message: `tenant ${tenantId} already exists` })
         }
-        const rows = yield* Effect.zipRight(
-          restore(create),
-          platform<TenantRow>`UPDATE tenants SET status = 'active', updated_at = now() WHERE id = ${tenantId} RETURNING *`
-        ).pipe(
+        const rows = yield* restore(createData(admin, placement)).pipe(
+          Effect.flatMap((version) =>
+            platform<TenantRow>`
+              UPDATE tenants SET status = 'active', schema_version = ${version}, updated_at = now()
+              WHERE id = ${tenantId} RETURNING *`
+          ),
           // Whatever stopped it (an error, a defect, an interruption), undo it all so
           // that nothing is left registered and the same id can be provisioned again.
           Effect.onError((cause) =>
             Effect.logError(`provisioning tenant ${tenantId} failed; undoing it`, cause).pipe(
-              Effect.zipRight(dropData(placement)),
+              Effect.zipRight(admin.dropData(placement)),
               Effect.zipRight(platform`DELETE FROM tenants WHERE id = ${tenantId} AND status = 'provisioning'`),
               Effect.catchAllCause((undo) => Effect.logError(`undoing tenant ${tenantId} failed`, undo))
             )
@@ -482,7 +353,12 @@ const make = Effect.gen(function*() {
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause)
               ? Effect.interrupt
-              : new ProvisioningFailed({ message: `the ${strategy} of tenant ${tenantId} could not be created` })
+              : Cause.failureOption(cause).pipe(
+                Option.filter((error): error is ProvisioningFailed => error instanceof ProvisioningFailed),
+                Option.getOrElse(() =>
+                  new ProvisioningFailed({ message: `the ${strategy} of tenant ${tenantId} could not be created` })
+                )
+              )
           )
         )
         return toTenant(rows[0]!)
@@ -492,9 +368,13 @@ const make = Effect.gen(function*() {
 
   const placement = (id: string) =>
     Effect.gen(function*() {
-      // With the gateway's login of a schema tenant's shared database: one round trip.
-      const rows = yield* platform<TenantRow & { login_role: string | null; login_password: string | null }>`
-        SELECT t.*, s.login_role, s.login_password FROM tenants t
+      // With the server's URL and the gateway's login of a schema tenant's shared database: one round trip.
+      const rows = yield* platform<
+        TenantRow & { admin_url: string | null; login_role: string | null; login_password: string | null; moving: boolean }
+      >`
+        SELECT t.*, v.admin_url, s.login_role, s.login_password, coalesce(t.moving_until > now(), false) AS moving
+        FROM tenants t
+        JOIN servers v ON v.name = t.db_server
         LEFT JOIN shared_databases s ON t.db_strategy = 'schema' AND s.server = t.db_server AND s.database = t.db_name
         WHERE t.id = ${id} AND t.status IN ('active', 'suspended')`.pipe(orDie)
       const row = rows[0]
@@ -502,17 +382,21 @@ const make = Effect.gen(function*() {
       if (row.status === "suspended") {
         return yield* new TenantSuspended({ message: `tenant ${id} is suspended` })
       }
+      if (row.moving) {
+        return yield* new TenantUnavailable({ message: `tenant ${id} is being moved`, retryAfterSeconds: 2 })
+      }
       if (row.migration_state !== "current") {
         return yield* new TenantUnavailable({ message: `tenant ${id} is being migrated`, retryAfterSeconds: 5 })
       }
       const user = row.db_strategy === "database" ? row.db_role : row.login_role
       const password = row.db_strategy === "database" ? row.db_password : row.login_password
-      if (user === null || password === null) {
+      if (user === null || password === null || row.admin_url === null) {
         return yield* Effect.dieMessage(`the login of tenant ${id} is not recorded`)
       }
       const placement: TenantPlacement = {
         tenantId: row.id,
         server: row.db_server,
+        host: serverOf(Redacted.make(row.admin_url)),
         strategy: row.db_strategy,
         database: row.db_name,
         schema: row.db_schema,
@@ -523,65 +407,174 @@ const make = Effect.gen(function*() {
     })
 
   /**
-   * Waits (up to a limit) until no session is connected to the database. The
-   * caller's drain covers this process; other processes close their pools of
-   * the tenant once their work in flight is done (the `tenants` trigger told
-   * them it is being deleted). Only then is the database dropped, WITH (FORCE)
-   * for whatever outlived the limit.
-   */
-  const othersDisconnected = (database: string, deadline: number): Effect.Effect<void> =>
-    admin<{ n: number }>`
-      SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = ${database} AND backend_type = 'client backend' AND pid <> pg_backend_pid()`.pipe(
-      orDie,
-      Effect.flatMap((rows) =>
-        (rows[0]?.n ?? 0) === 0 || Date.now() >= deadline
-          ? Effect.void
-          : Effect.zipRight(Effect.sleep("50 millis"), othersDisconnected(database, deadline))
-      ),
-      // Real time even where a test clock is installed.
-      Effect.withClock(Clock.make())
-    )
-
-  /**
    * A schema tenant's schema is dropped once the caller has drained; DROP
    * SCHEMA waits for the statements other processes still run in it (their
    * locks), and their next ones are refused, the tenant being marked deleting.
    */
   const remove = Effect.fn("TenantDatabases.remove")(function*(id: string, drain: Effect.Effect<void>) {
-    const rows = yield* platform<Pick<TenantRow, "db_strategy" | "db_name" | "db_schema" | "db_role">>`
+    const rows = yield* platform<Pick<TenantRow, "db_server" | "db_strategy" | "db_name" | "db_schema" | "db_role">>`
       UPDATE tenants SET status = 'deleting', updated_at = now()
       WHERE id = ${id} AND status IN ('active', 'suspended', 'deleting')
-      RETURNING db_strategy, db_name, db_schema, db_role`.pipe(orDie)
+      RETURNING db_server, db_strategy, db_name, db_schema, db_role`.pipe(orDie)
     const row = rows[0]
     if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
     yield* drain
+    const admin = yield* Effect.orDie(adminOf(row.db_server))
     if (row.db_strategy === "database") {
-      yield* othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
+      yield* admin.othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
     }
-    yield* dropData({ strategy: row.db_strategy, database: row.db_name, schema: row.db_schema, role: row.db_role })
+    yield* admin.dropData({ strategy: row.db_strategy, database: row.db_name, schema: row.db_schema, role: row.db_role })
       .pipe(orDie)
+    // A move cut off half-way may have left a copy elsewhere.
+    yield* dropUnfinishedMove(id)
     yield* platform`DELETE FROM tenants WHERE id = ${id}`.pipe(orDie)
   }, Effect.uninterruptible)
 
-  const migrate = (
-    target: { readonly strategy: TenantStrategy; readonly database: string; readonly schema: string | null }
-  ) =>
-    target.strategy === "schema" && target.schema !== null
-      ? inSchema(target.schema, runMigrations(loader))
-      : Effect.gen(function*() {
-        const sql = yield* PgClient.make({
-          url: withDatabase(config.adminUrl, target.database),
-          maxConnections: 1,
-          applicationName: "tenant-engine/migrate"
-        })
-        return yield* runMigrations(loader).pipe(Effect.provideService(SqlClient.SqlClient, sql))
-      }).pipe(Effect.scoped, Effect.provide(reactivity))
+  const migrate = (target: MigrationTarget & { readonly server: string }) =>
+    Effect.flatMap(Effect.orDie(adminOf(target.server)), (admin) => admin.migrate(target))
+
+  // --- moves ---
+
+  /** A name for the tenant's objects on a server that no database, role or tenant there has yet. */
+  const freeName = (admin: ServerAdmin, base: string) =>
+    Effect.gen(function*() {
+      for (const candidate of [base, ...[2, 3, 4, 5, 6, 7, 8, 9].map((n) => withSuffix(base, String(n)))]) {
+        const onServer = yield* admin.admin<{ n: number }>`
+          SELECT (SELECT count(*) FROM pg_roles WHERE rolname = ${candidate})
+               + (SELECT count(*) FROM pg_database WHERE datname = ${candidate}) AS n`
+        const recorded = yield* platform`
+          SELECT 1 FROM tenants
+          WHERE db_server = ${admin.name} AND ${candidate} IN (db_name, db_role, coalesce(db_schema, ''))`
+        if (Number(onServer[0]?.n ?? 0) === 0 && recorded.length === 0) return candidate
+      }
+      return yield* Effect.dieMessage(`no free name for ${base} on server ${admin.name}`)
+    }).pipe(orDie)
+
+  /**
+   * What an earlier move of the tenant left: after its switch, the old copy
+   * (dropped now); before it, a partial new one (dropped: the move starts over).
+   */
+  const dropUnfinishedMove = (id: string) =>
+    Effect.gen(function*() {
+      const rows = yield* platform<MoveRow>`SELECT * FROM tenant_moves WHERE tenant_id = ${id}`.pipe(orDie)
+      const row = rows[0]
+      if (row === undefined) return
+      const leftover = row.phase === "switched"
+        ? { server: row.from_server, strategy: row.from_strategy, database: row.from_database, schema: row.from_schema, role: row.from_role }
+        : { server: row.to_server, strategy: row.to_strategy, database: row.to_database, schema: row.to_schema, role: row.to_role }
+      const admin = yield* Effect.orDie(adminOf(leftover.server))
+      if (leftover.strategy === "database") {
+        yield* admin.othersDisconnected(leftover.database, Date.now() + OTHERS_DRAIN_MILLIS)
+      }
+      yield* orDie(admin.dropData(leftover))
+      yield* platform`DELETE FROM tenant_moves WHERE tenant_id = ${id}`.pipe(orDie)
+    })
+
+  const move = Effect.fn("TenantDatabases.move")(function*(
+    id: string,
+    options: MoveOptions,
+    drain: Effect.Effect<void>,
+    onProgress: (progress: MoveProgress) => void
+  ) {
+    const before = yield* findRow(id)
+    // The claim: from here the tenant's requests get 503 in every process
+    // (the trigger announces the change). It lapses by itself if this run dies.
+    const claimed = yield* platform<TenantRow>`
+      UPDATE tenants SET moving_until = now() + ${MOVE_LEASE}::interval, updated_at = now()
+      WHERE id = ${id} AND status IN ('active', 'suspended') AND migration_state = 'current'
+        AND (moving_until IS NULL OR moving_until < now())
+      RETURNING *`.pipe(orDie)
+    const row = claimed[0]
+    if (row === undefined) {
+      return yield* new TenantUnavailable({
+        message: before.migration_state !== "current"
+          ? `tenant ${id} is being migrated; move it once its migration is done`
+          : `tenant ${id} is being moved by another run`,
+        retryAfterSeconds: 5
+      })
+    }
+    const startedAt = Date.now()
+    const release = platform`UPDATE tenants SET moving_until = NULL, updated_at = now() WHERE id = ${id}`.pipe(orDie)
+    return yield* Effect.gen(function*() {
+      // A long copy keeps its claim.
+      yield* platform`UPDATE tenants SET moving_until = now() + ${MOVE_LEASE}::interval WHERE id = ${id}`.pipe(
+        orDie,
+        Effect.delay(MOVE_LEASE_RENEWAL),
+        Effect.forever,
+        Effect.forkScoped
+      )
+      yield* dropUnfinishedMove(id)
+      const strategy = options.strategy ?? row.db_strategy
+      const server = options.to !== undefined || options.strategy === undefined
+        ? yield* registry.choose(options.to, row.db_server).pipe(
+          Effect.mapError((error) => new InvalidTenant({ message: error.message }))
+        )
+        : row.db_server
+      const from = { server: row.db_server, strategy: row.db_strategy }
+      if (server === row.db_server && strategy === row.db_strategy) {
+        yield* release
+        return { tenantId: id, moved: false, from, to: from, tables: [], unavailableMillis: Date.now() - startedAt }
+      }
+      const source = yield* adminOf(row.db_server).pipe(Effect.orDie)
+      const target = yield* adminOf(server).pipe(Effect.orDie)
+      const placement = placementOn(target, id, strategy, yield* freeName(target, databaseName(id)))
+      yield* platform`
+        INSERT INTO tenant_moves (tenant_id, phase, from_server, from_strategy, from_database, from_schema, from_role,
+                                  to_server, to_strategy, to_database, to_schema, to_role)
+        VALUES (${id}, 'copying', ${row.db_server}, ${row.db_strategy}, ${row.db_name}, ${row.db_schema}, ${row.db_role},
+                ${server}, ${strategy}, ${placement.database}, ${placement.schema}, ${placement.role})`.pipe(orDie)
+
+      onProgress({ step: "draining" })
+      yield* drain
+      if (row.db_strategy === "database") yield* source.othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
+      const sourcePlace = { strategy: row.db_strategy, database: row.db_name, schema: row.db_schema }
+      // The copy is made at the latest schema version: the source is brought there first.
+      yield* source.migrate(sourcePlace).pipe(provisioningFailed(`migrating tenant ${id} before its move failed`))
+      onProgress({ step: "creating", server, strategy })
+      const createFailed = (error: SqlError | MigrationError) =>
+        new MoveFailed({ message: `creating tenant ${id} on ${server} failed: ${error.message}` })
+      yield* createData(target, placement).pipe(
+        Effect.catchTags({ SqlError: createFailed, MigrationError: createFailed })
+      )
+      const tables = yield* copyTables(
+        { url: withDatabase(source.url, row.db_name), schema: row.db_schema ?? "public" },
+        { url: withDatabase(target.url, placement.database), schema: placement.schema ?? "public" },
+        (copied) => onProgress({ step: "copied", ...copied })
+      ).pipe(Effect.mapError((error) => new MoveFailed({ message: `copying tenant ${id} failed: ${error.message}` })))
+
+      yield* platform.withTransaction(Effect.zipRight(
+        platform`
+          UPDATE tenants SET db_server = ${server}, db_strategy = ${strategy}, db_name = ${placement.database},
+                 db_schema = ${placement.schema}, db_role = ${placement.role},
+                 db_password = ${strategy === "database" ? Redacted.value(placement.login.password) : null},
+                 moving_until = NULL, updated_at = now()
+          WHERE id = ${id}`,
+        platform`UPDATE tenant_moves SET phase = 'switched' WHERE tenant_id = ${id}`
+      )).pipe(orDie)
+      const unavailableMillis = Date.now() - startedAt
+      onProgress({ step: "switched", unavailableMillis })
+      // The old copy goes once the processes still holding it are done (the switch told them).
+      yield* dropUnfinishedMove(id)
+      return { tenantId: id, moved: true, from, to: { server, strategy }, tables, unavailableMillis }
+    }).pipe(
+      // Whatever stopped it before the switch: the tenant serves from where it was.
+      Effect.onError((cause) =>
+        (Cause.isInterruptedOnly(cause)
+          ? Effect.logInfo(`moving tenant ${id} was interrupted; it stays where it was`)
+          : Effect.logError(`moving tenant ${id} failed; it stays where it was`, cause)).pipe(
+          Effect.zipRight(Effect.ignore(dropUnfinishedMove(id))),
+          Effect.zipRight(Effect.ignore(release))
+        )
+      ),
+      Effect.scoped
+    )
+  })
 
   return TenantDatabases.of({
     provision,
     remove,
     migrate,
+    move,
     find: (id) => Effect.map(findRow(id), toTenant),
     list: platform<TenantRow>`SELECT * FROM tenants WHERE status IN ('active', 'suspended') ORDER BY id`.pipe(
       orDie,
@@ -600,11 +593,3 @@ const make = Effect.gen(function*() {
     databaseName
   })
 })
-
-/** The URL a tenant's own pool (database strategy) connects with. */
-export const tenantUrl = (placement: TenantPlacement) =>
-  login(placement.server, {
-    database: placement.database,
-    user: placement.login.user,
-    password: Redacted.value(placement.login.password)
-  })

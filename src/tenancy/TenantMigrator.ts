@@ -93,15 +93,26 @@ const make = Effect.gen(function*() {
   /** Claims, migrates and records one tenant; the outcome is recorded whatever happens (a failure: what went wrong). */
   const migrateOne = (id: string, latest: number) =>
     Effect.gen(function*() {
-      const claimed = yield* platform<{ db_strategy: TenantStrategy; db_name: string; db_schema: string | null }>`
+      const claimed = yield* platform<{
+        db_server: string
+        db_strategy: TenantStrategy
+        db_name: string
+        db_schema: string | null
+      }>`
         UPDATE tenants SET migration_state = 'migrating', migration_error = NULL, updated_at = now()
         WHERE id = ${id} AND status IN ('active', 'suspended')
           AND (schema_version < ${latest} OR migration_state <> 'current')
           AND (migration_state <> 'migrating' OR updated_at < now() - ${STALE_CLAIM}::interval)
-        RETURNING db_strategy, db_name, db_schema`.pipe(Effect.orDie)
+          AND (moving_until IS NULL OR moving_until < now())
+        RETURNING db_server, db_strategy, db_name, db_schema`.pipe(Effect.orDie)
       const target = claimed[0]
       if (target === undefined) return "skipped" as const
-      const run = databases.migrate({ strategy: target.db_strategy, database: target.db_name, schema: target.db_schema })
+      const run = databases.migrate({
+        server: target.db_server,
+        strategy: target.db_strategy,
+        database: target.db_name,
+        schema: target.db_schema
+      })
       const outcome = yield* Effect.exit(run)
       if (outcome._tag === "Success") {
         yield* platform`UPDATE tenants SET schema_version = ${outcome.value}, migration_state = 'current',

@@ -8,7 +8,7 @@ import { sqlState } from "../db/SqlErrors.js"
 import { makeSchemaClient } from "./SchemaClient.js"
 import { SharedPools } from "./SharedPools.js"
 import { TenantUnavailable } from "./TenancyErrors.js"
-import { type TenantPlacement, tenantUrl } from "./TenantDatabases.js"
+import { type TenantPlacement, tenantUrl } from "./TenantPlacement.js"
 
 export interface TenantSessionOptions {
   /** Connections a database tenant's own pool may open. */

@@ -555,15 +555,15 @@ layer(
                              schema_version, migration_state, migration_error)
         SELECT 'fake-' || lpad(i::text, 4, '0'), 'Fake ' || i,
                CASE WHEN i % 50 = 0 THEN 'suspended' ELSE 'active' END,
-               'postgres://nowhere/', ${databasePrefix} || 'fake_' || i, ${databasePrefix} || 'fake_' || i, 'x',
+               'default', ${databasePrefix} || 'fake_' || i, ${databasePrefix} || 'fake_' || i, 'x',
                CASE WHEN i % 10 = 1 THEN 1 ELSE 2 END,
                CASE WHEN i % 100 = 7 THEN 'failed' WHEN i % 100 = 8 THEN 'migrating' ELSE 'current' END,
                CASE WHEN i % 100 = 7 THEN 'relation "tags" already exists' END
         FROM generate_series(1, 2000) AS i`.pipe(Effect.orDie)
       yield* sql`
         INSERT INTO tenants (id, name, status, db_server, db_name, db_role, db_password)
-        VALUES ('fake-provisioning', 'P', 'provisioning', 'x', 'p1', 'p1', 'x'),
-               ('fake-deleting', 'D', 'deleting', 'x', 'd1', 'd1', 'x')`.pipe(Effect.orDie)
+        VALUES ('fake-provisioning', 'P', 'provisioning', 'default', 'p1', 'p1', 'x'),
+               ('fake-deleting', 'D', 'deleting', 'default', 'd1', 'd1', 'x')`.pipe(Effect.orDie)
 
       const counter = { statements: 0 }
       const report = yield* Effect.flatMap(TenantMigrator, (m) =>

@@ -42,12 +42,12 @@ const runAs = (url: string, statements: ReadonlyArray<string>) =>
 
 /** Connects as a tenant's login role (database tenants) to a database. */
 const asRole = (
-  placement: { readonly server: string; readonly role: string; readonly login: { readonly password: Redacted.Redacted<string> } },
+  placement: { readonly host: string; readonly role: string; readonly login: { readonly password: Redacted.Redacted<string> } },
   database: string,
   statements: ReadonlyArray<string>
 ) =>
   runAs(
-    Redacted.value(login(placement.server, { database, user: placement.role, password: Redacted.value(placement.login.password) })),
+    Redacted.value(login(placement.host, { database, user: placement.role, password: Redacted.value(placement.login.password) })),
     statements
   )
 
@@ -182,7 +182,7 @@ const schemaRoles = Effect.gen(function*() {
   const gateway = gateways[0]!
   const asGateway = (database: string, statements: ReadonlyArray<string>) =>
     runAs(
-      Redacted.value(login(a.server, { database, user: gateway.login_role, password: gateway.login_password })),
+      Redacted.value(login(a.host, { database, user: gateway.login_role, password: gateway.login_password })),
       statements
     )
   // It logs in to the shared database, but by itself (NOINHERIT) reads no tenant's notes.
