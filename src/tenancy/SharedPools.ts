@@ -9,10 +9,10 @@ export interface SharedPoolsOptions {
   /** Connections each shared pool may open. */
   readonly connections: number
   readonly acquireTimeout: Duration.DurationInput
-  /** Runs before a pool opens (TenantContexts takes the pool's connections from the budget here). */
-  readonly beforeOpen?: Effect.Effect<void, TenantUnavailable>
+  /** Runs before a pool opens (TenantContexts takes the pool's connections from the server's share here). */
+  readonly beforeOpen?: (placement: TenantPlacement) => Effect.Effect<void, TenantUnavailable>
   /** Runs once a pool has closed, or failed to open. */
-  readonly afterClose?: Effect.Effect<void>
+  readonly afterClose?: (placement: TenantPlacement) => Effect.Effect<void>
 }
 
 /**
@@ -31,12 +31,12 @@ export class SharedPools extends Context.Tag("tenant-engine/SharedPools")<Shared
 
 export const makeSharedPools = (options: SharedPoolsOptions) =>
   Effect.gen(function*() {
-    const pools = new Map<string, Deferred.Deferred<Pg.Pool, TenantUnavailable>>()
-    const afterClose = options.afterClose ?? Effect.void
+    const pools = new Map<string, { readonly opening: Deferred.Deferred<Pg.Pool, TenantUnavailable>; readonly placement: TenantPlacement }>()
+    const afterClose = options.afterClose ?? (() => Effect.void)
 
     const open = (placement: TenantPlacement) =>
       Effect.zipRight(
-        options.beforeOpen ?? Effect.void,
+        options.beforeOpen?.(placement) ?? Effect.void,
         Effect.tryPromise({
           try: () =>
             openPool({
@@ -53,7 +53,7 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
         }).pipe(
           Effect.tapError((cause) =>
             Effect.zipRight(
-              afterClose,
+              afterClose(placement),
               Effect.logWarning(`the shared database ${placement.database} is unreachable`, cause)
             )
           ),
@@ -67,9 +67,9 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
       Effect.suspend(() => {
         const key = `${placement.host}\n${placement.database}\n${placement.login.user}`
         const existing = pools.get(key)
-        if (existing !== undefined) return Deferred.await(existing)
+        if (existing !== undefined) return Deferred.await(existing.opening)
         return Effect.flatMap(Deferred.make<Pg.Pool, TenantUnavailable>(), (opening) => {
-          pools.set(key, opening)
+          pools.set(key, { opening, placement })
           // Opened apart from the caller, so that a caller who gives up does not stop it for the others.
           return Effect.zipRight(
             open(placement).pipe(
@@ -86,10 +86,10 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
 
     // At close every pool ends (one still opening is waited for); a failed one gave its room back already.
     yield* Effect.addFinalizer(() =>
-      Effect.forEach([...pools.values()], (opening) =>
+      Effect.forEach([...pools.values()], ({ opening, placement }) =>
         Deferred.await(opening).pipe(
           Effect.flatMap((pool) => Effect.promise(() => pool.end())),
-          Effect.zipRight(afterClose),
+          Effect.zipRight(afterClose(placement)),
           Effect.ignore
         ), { discard: true })
     )

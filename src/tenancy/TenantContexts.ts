@@ -1,6 +1,8 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schedule, Scope } from "effect"
+import type { PlatformDb } from "../platform/PlatformDb.js"
 import { PlatformNotifications } from "../platform/PlatformNotifications.js"
+import { ConnectionShares, type ServerShare } from "../servers/ConnectionShares.js"
 import { makeSharedPools, SharedPools } from "./SharedPools.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import { type TenantNotFound, type TenantSuspended, TenantUnavailable } from "./TenancyErrors.js"
@@ -16,7 +18,7 @@ export interface TenantContextStats {
   readonly open: number
   /** Of those, schema tenants' contexts (bounded by count, not by connections). */
   readonly schemaOpen: number
-  /** Connections taken from the budget: database tenants' pools and the shared pools. */
+  /** Connections taken from the servers' shares: database tenants' pools and the shared pools. */
   readonly connections: number
   /** References held by callers now. */
   readonly references: number
@@ -32,12 +34,13 @@ export interface TenantContextStats {
  * given back however the work that held it ends. An unreferenced context
  * closes after the idle time, or earlier when its room is needed.
  *
- * Room is permits of two semaphores, taken when a context opens and given
- * back by its scope once its pool has closed, so pools never hold more than
- * the budget: a database tenant's context takes `maxConnectionsPerTenant`
- * permits of the connection budget; the shared pool takes
- * `sharedPoolConnections` of them when the first schema context opens, and
- * keeps them; a schema tenant's context takes one place of `maxContexts`.
+ * Room is permits, taken when a context opens and given back by its scope
+ * once its pool has closed, so pools never hold more than their room: a
+ * database tenant's context takes `maxConnectionsPerTenant` permits of its
+ * server's share (ConnectionShares: this process's part of the server's
+ * allowance); a server's shared pool takes `sharedPoolConnections` of them
+ * when the first schema context there opens, and keeps them; a schema
+ * tenant's context takes one place of `maxContexts`.
  * Without room, the least recently used idle context holding that kind of
  * room is closed, or the caller waits (an idle one closes at once while
  * someone waits for its room) until `acquireTimeout`, then gets 503.
@@ -60,8 +63,15 @@ export class TenantContexts extends Context.Tag("tenant-engine/TenantContexts")<
   readonly drain: (tenantId: string, timeout: Duration.DurationInput) => Effect.Effect<void>
   readonly stats: Effect.Effect<TenantContextStats>
 }>() {
-  static readonly layer: Layer.Layer<TenantContexts, never, TenancyConfig | TenantDatabases | PlatformNotifications> =
-    Layer.scoped(TenantContexts, Effect.suspend(() => make)).pipe(Layer.provide(Reactivity.layer))
+  /** With this process's shares of the servers' connection allowances. */
+  static readonly layer: Layer.Layer<
+    TenantContexts | ConnectionShares,
+    never,
+    TenancyConfig | TenantDatabases | PlatformNotifications | PlatformDb
+  > = Layer.scoped(TenantContexts, Effect.suspend(() => make)).pipe(
+    Layer.provideMerge(ConnectionShares.layer),
+    Layer.provide(Reactivity.layer)
+  )
 }
 
 /** Runs an effect inside a tenant's context, holding a reference only while it runs. */
@@ -80,12 +90,36 @@ export const withTenant = (tenantId: string) =>
  */
 type Phase = "opening" | "open" | "retired" | "closing"
 
+/** Permits of a fixed number, counting what is held. */
+const countedPermits = (capacity: number) =>
+  Effect.map(Effect.makeSemaphore(capacity), (semaphore): Room["permits"] => {
+    let held = 0
+    return {
+      free: () => capacity - held,
+      held: () => held,
+      take: (n) =>
+        Effect.zipRight(
+          semaphore.take(n),
+          Effect.sync(() => {
+            held += n
+          })
+        ),
+      release: (n) =>
+        Effect.suspend(() => {
+          held -= n
+          return semaphore.release(n)
+        })
+    }
+  })
+
 /** One tenant's context: built once, shared by every request of the tenant while it is cached. */
 interface Entry {
   readonly tenantId: string
   phase: Phase
   /** Known once its placement is: the kind of room it holds. */
   strategy: TenantStrategy | undefined
+  /** Known once its placement is: the room it holds. */
+  room: Room | undefined
   /** Set once built: what the fast path hands out. */
   context: Context.Context<TenantServices> | undefined
   references: number
@@ -96,11 +130,10 @@ interface Entry {
   readonly closed: Deferred.Deferred<void>
 }
 
-/** A kind of room: permits of a semaphore, freed by closing contexts of one strategy. */
+/** A kind of room: permits, freed by closing the contexts that hold them. */
 interface Room {
-  readonly permits: Effect.Semaphore
-  readonly freedBy: TenantStrategy
-  /** Callers waiting for permits now: an idle context of `freedBy` closes at once while there are any. */
+  readonly permits: Pick<ServerShare, "free" | "take" | "release" | "held">
+  /** Callers waiting for permits now: an idle context holding this room closes at once while there are any. */
   waiting: number
 }
 
@@ -111,19 +144,26 @@ const make = Effect.gen(function*() {
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
   const idleMillis = Duration.toMillis(config.idleTimeout)
 
-  const connections: Room = {
-    permits: yield* Effect.makeSemaphore(config.connectionBudget),
-    freedBy: "database",
-    waiting: 0
-  }
-  const schemaPlaces: Room = { permits: yield* Effect.makeSemaphore(config.maxContexts), freedBy: "schema", waiting: 0 }
+  const shares = yield* ConnectionShares
+  /** Each server's connections: this process's share of its allowance. */
+  const serverRooms = new Map<string, Room>()
+  const connectionsOn = (server: string) =>
+    Effect.suspend(() => {
+      const known = serverRooms.get(server)
+      if (known !== undefined) return Effect.succeed(known)
+      return Effect.map(shares.of(server), (share) => {
+        const room = serverRooms.get(server) ?? { permits: share, waiting: 0 }
+        serverRooms.set(server, room)
+        return room
+      })
+    })
+  const schemaPlaces: Room = { permits: yield* countedPermits(config.maxContexts), waiting: 0 }
   /** The cached entry of each tenant. */
   const cache = new Map<string, Entry>()
   /** Every entry not yet closed, cached or retired: for drain, eviction, stats and shutdown. */
   const live = new Set<Entry>()
   let opened = 0
   let closed = 0
-  let sharedConnections = 0
 
   // --- the entry's transitions ---
 
@@ -139,7 +179,7 @@ const make = Effect.gen(function*() {
       entry.lastUsed = Date.now()
       if (entry.references > 0) return Effect.void
       if (entry.phase === "retired") return close(entry)
-      return entry.phase === "open" && roomOf(entry).waiting > 0 ? retire(entry) : Effect.void
+      return entry.phase === "open" && (entry.room?.waiting ?? 0) > 0 ? retire(entry) : Effect.void
     })
 
   /** opening → open, unless it was retired meanwhile. */
@@ -167,22 +207,17 @@ const make = Effect.gen(function*() {
 
   // --- room ---
 
-  const roomOf = (entry: Entry) => (entry.strategy === "schema" ? schemaPlaces : connections)
-
-  /** The least recently used idle (built, unreferenced) context of a strategy. */
-  const leastRecentlyUsedIdle = (strategy: TenantStrategy) => {
+  /** The least recently used idle (built, unreferenced) context that holds a room. */
+  const leastRecentlyUsedIdle = (room: Room) => {
     let idle: Entry | undefined
     for (const entry of live) {
       if (
-        entry.phase === "open" && entry.strategy === strategy && entry.references === 0 &&
+        entry.phase === "open" && entry.room === room && entry.references === 0 &&
         (idle === undefined || entry.lastUsed < idle.lastUsed)
       ) idle = entry
     }
     return idle
   }
-
-  const hasRoom = (room: Room, permits: number) =>
-    Effect.map(room.permits.withPermitsIfAvailable(permits)(Effect.void), Option.isSome)
 
   const unavailable = () =>
     new TenantUnavailable({ message: "every tenant connection is in use; try again shortly", retryAfterSeconds: 1 })
@@ -194,8 +229,8 @@ const make = Effect.gen(function*() {
    */
   const reserve = (room: Room, permits: number, deadline: number): Effect.Effect<void, TenantUnavailable> =>
     Effect.gen(function*() {
-      while (!(yield* hasRoom(room, permits))) {
-        const idle = leastRecentlyUsedIdle(room.freedBy)
+      while (room.permits.free() < permits) {
+        const idle = leastRecentlyUsedIdle(room)
         if (idle === undefined) break
         yield* retire(idle)
       }
@@ -218,17 +253,13 @@ const make = Effect.gen(function*() {
   const sharedPools = yield* makeSharedPools({
     connections: config.sharedPoolConnections,
     acquireTimeout: config.acquireTimeout,
-    beforeOpen: Effect.suspend(() =>
-      reserve(connections, config.sharedPoolConnections, Date.now() + acquireTimeout).pipe(
-        Effect.tap(() => {
-          sharedConnections += config.sharedPoolConnections
-        })
-      )
-    ),
-    afterClose: Effect.suspend(() => {
-      sharedConnections -= config.sharedPoolConnections
-      return connections.permits.release(config.sharedPoolConnections)
-    })
+    beforeOpen: (placement) =>
+      Effect.flatMap(
+        connectionsOn(placement.server),
+        (room) => reserve(room, config.sharedPoolConnections, Date.now() + acquireTimeout)
+      ),
+    afterClose: (placement) =>
+      Effect.flatMap(connectionsOn(placement.server), (room) => room.permits.release(config.sharedPoolConnections))
   })
 
   // --- building ---
@@ -238,9 +269,8 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const placement = yield* databases.placement(entry.tenantId)
       entry.strategy = placement.strategy
-      yield* placement.strategy === "database"
-        ? reserveInScope(connections, config.maxConnectionsPerTenant)
-        : reserveInScope(schemaPlaces, 1)
+      entry.room = placement.strategy === "database" ? yield* connectionsOn(placement.server) : schemaPlaces
+      yield* reserveInScope(entry.room, placement.strategy === "database" ? config.maxConnectionsPerTenant : 1)
       opened++
       yield* Effect.addFinalizer(() => Effect.sync(() => closed++))
       // Two builds rather than one of `provideMerge`d layers: every node of a
@@ -264,6 +294,7 @@ const make = Effect.gen(function*() {
         tenantId,
         phase: "opening",
         strategy: undefined,
+        room: undefined,
         context: undefined,
         references: 0,
         lastUsed: Date.now(),
@@ -396,7 +427,7 @@ const make = Effect.gen(function*() {
       return {
         open: open.length,
         schemaOpen,
-        connections: (open.length - schemaOpen) * config.maxConnectionsPerTenant + sharedConnections,
+        connections: [...serverRooms.values()].reduce((sum, room) => sum + room.permits.held(), 0),
         references: [...live].reduce((sum, entry) => sum + entry.references, 0),
         opened,
         closed
