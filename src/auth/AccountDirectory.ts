@@ -1,6 +1,8 @@
+import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { domainToASCII } from "node:url"
-import { FOREIGN_KEY_VIOLATION, orDie, sqlState } from "../db/SqlErrors.js"
+import { FOREIGN_KEY_VIOLATION, isSqlError, isUnavailable, orDie, sqlState } from "../db/SqlErrors.js"
+import { platformUnavailable, type ServiceUnavailable } from "../http/HttpErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { TenantNotFound, TenantSuspended } from "../tenancy/TenancyErrors.js"
@@ -45,6 +47,11 @@ export interface DirectoryEntry {
 export interface DirectoryStats {
   /** Look-ups answered from the cache (no platform query). */
   readonly hits: number
+  /**
+   * Of those, look-ups answered from the cache because the platform database
+   * did not answer the re-read, within the staleness bound.
+   */
+  readonly outageHits: number
   /** Look-ups that queried the platform database. */
   readonly misses: number
   readonly size: number
@@ -52,8 +59,14 @@ export interface DirectoryStats {
   readonly listening: boolean
 }
 
-export type UserLookupError = NoTenant | AccountDisabled | TenantMismatch | TenantSuspended
-export type MachineLookupError = UnknownClient | ClientDisabled | AccountDisabled | TenantMismatch | TenantSuspended
+export type UserLookupError = NoTenant | AccountDisabled | TenantMismatch | TenantSuspended | ServiceUnavailable
+export type MachineLookupError =
+  | UnknownClient
+  | ClientDisabled
+  | AccountDisabled
+  | TenantMismatch
+  | TenantSuspended
+  | ServiceUnavailable
 
 /**
  * The platform's accounts: who a verified caller is, in which tenant, and
@@ -64,8 +77,27 @@ export type MachineLookupError = UnknownClient | ClientDisabled | AccountDisable
  * any directory, in any process, returns only when every directory has
  * dropped what it changed; changes made around the directories (a tenant
  * suspended through TenantDatabases, plain SQL) reach them through the
- * platform tables' triggers, within milliseconds. While a directory is not
- * sure it receives these, it does not use its cache (PlatformNotifications).
+ * platform tables' triggers, within milliseconds (PlatformNotifications).
+ *
+ * The staleness bound (`accountCacheStaleness`, 1 second by default): an
+ * entry answers from memory only while every change committed up to one
+ * bound ago is known to have been applied (`deliveredUpTo`, advanced by the
+ * notification connection's pings every 250 ms). When that is not so (the
+ * connection lost, its pings late, the platform database down), the caller
+ * is re-read; if the platform database does not answer the re-read, the
+ * cached entry still serves until the bound has passed since `deliveredUpTo`,
+ * and then the caller is refused with 503 service_unavailable. A caller not
+ * cached at all (first login, unknown client, evicted) needs the platform
+ * database: 503 service_unavailable at once when it does not answer.
+ *
+ * So a change (a client disabled, an account disabled, a tenant suspended)
+ * takes effect within the bound beyond the moment this process last heard
+ * everything, whatever happened to the connection; and a platform outage
+ * shorter than the bound goes unseen by known callers. Why not serve known
+ * callers for the whole outage: from here, a platform database that is down
+ * cannot be told from one this process alone cannot reach while others still
+ * change accounts in it (a revoked client would be served on); failing closed
+ * after a short bound is what a service trusted with tenants' data does.
  */
 export class AccountDirectory extends Context.Tag("tenant-engine/AccountDirectory")<AccountDirectory, {
   /** The user's account; created on first sight in the tenant the token or the email domain names. */
@@ -258,11 +290,26 @@ const emailDomain = (email: string | undefined): string | undefined => {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
+/** The staleness bound when AuthConfig gives none (see AccountDirectory). */
+const DEFAULT_STALENESS = Duration.seconds(1)
+
+const isServiceUnavailable = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && "_tag" in error && error._tag === "ServiceUnavailable"
+
+/**
+ * A look-up's statement failing: the platform database not answering is
+ * ServiceUnavailable (503, the caller retries); any other failure of the
+ * platform's own statements is a bug, so a defect.
+ */
+const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | ServiceUnavailable, R> =>
+  Effect.catchIf(effect, isSqlError, (error) => isUnavailable(error) ? Effect.fail(platformUnavailable()) : Effect.die(error))
+
 const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
   const config = yield* AuthConfig
   const cache = new EntryCache(config.accountCacheCapacity, Duration.toMillis(config.accountCacheTtl))
-  const counters = { hits: 0, misses: 0 }
+  const stalenessMillis = Duration.toMillis(config.accountCacheStaleness ?? DEFAULT_STALENESS)
+  const counters = { hits: 0, misses: 0, outageHits: 0 }
 
   const notifications = yield* PlatformNotifications
   yield* notifications.subscribe({
@@ -277,28 +324,46 @@ const make = Effect.gen(function*() {
             return cache.deleteWhere((key) => key === clientKey(change.id))
         }
       }),
-    // Changes may have been missed while no connection was listening.
+    // Changes may have been missed while no connection was listening: a new one is proven now.
     reset: Effect.sync(() => cache.clear())
   })
   const { change } = notifications
 
   // --- look-ups ---
 
-  const cached = <E>(key: string, lookup: Effect.Effect<Entry, E>): Effect.Effect<Entry, E> =>
+  /** Whether what the cache holds is known true as of no longer than the bound ago. */
+  const withinBound = () => Date.now() - notifications.deliveredUpTo() <= stalenessMillis
+
+  const cached = <E>(
+    key: string,
+    lookup: Effect.Effect<Entry, E | ServiceUnavailable>
+  ): Effect.Effect<Entry, E | ServiceUnavailable> =>
     Effect.suspend(() => {
       const now = Date.now()
-      // Without a proven listener, another process's change could go unseen: no cache then.
-      const hit = notifications.listening() ? cache.get(key, now) : undefined
-      if (hit !== undefined) {
+      const hit = cache.get(key, now)
+      // Changes are being applied, and the last proof they all were is recent.
+      if (hit !== undefined && notifications.listening() && withinBound()) {
         counters.hits++
         return Effect.succeed(hit)
       }
       counters.misses++
       const seen = cache.begin()
-      return Effect.onExit(lookup, (exit) =>
-        Effect.sync(() =>
-          cache.end(seen, key, Exit.isSuccess(exit) && notifications.listening() ? exit.value : undefined, now)
-        ))
+      return lookup.pipe(
+        // Stored only when changes are being applied: one made meanwhile would go unseen otherwise.
+        Effect.onExit((exit) =>
+          Effect.sync(() =>
+            cache.end(seen, key, Exit.isSuccess(exit) && notifications.listening() ? exit.value : undefined, now)
+          )
+        ),
+        Effect.catchIf(
+          (error): error is ServiceUnavailable => isServiceUnavailable(error) && hit !== undefined && withinBound(),
+          () => {
+            // The platform database does not answer: what was true no longer than the bound ago still serves.
+            counters.outageHits++
+            return Effect.succeed(hit!)
+          }
+        )
+      )
     })
 
   const admit = (
@@ -321,7 +386,7 @@ const make = Effect.gen(function*() {
     t.created_at AS tenant_created_at`
 
   const findUser = (issuer: string, subject: string) =>
-    orDie(platform<EntryRow>`
+    orUnavailable(platform<EntryRow>`
       SELECT ${entryColumns}, NULL AS client_disabled_at
       FROM accounts a JOIN tenants t ON t.id = a.tenant_id
       WHERE a.kind = 'user' AND a.issuer = ${issuer} AND a.subject = ${subject}`).pipe(
@@ -334,17 +399,17 @@ const make = Effect.gen(function*() {
   }
 
   /** The tenant a new user joins: the token's tenant claim, else the verified email's domain. */
-  const tenantOf = (identity: UserIdentity): Effect.Effect<TenantRow, NoTenant | TenantSuspended> =>
+  const tenantOf = (identity: UserIdentity): Effect.Effect<TenantRow, NoTenant | TenantSuspended | ServiceUnavailable> =>
     Effect.gen(function*() {
       let rows: ReadonlyArray<TenantRow>
       let none: string
       if (identity.tenant !== undefined) {
-        rows = yield* orDie(platform<TenantRow>`
+        rows = yield* orUnavailable(platform<TenantRow>`
           SELECT id, status FROM tenants WHERE id = ${identity.tenant} AND status IN ('active', 'suspended')`)
         none = "the tenant the token names does not exist"
       } else {
         const domain = identity.emailVerified === false ? undefined : emailDomain(identity.email)
-        rows = domain === undefined ? [] : yield* orDie(platform<TenantRow>`
+        rows = domain === undefined ? [] : yield* orUnavailable(platform<TenantRow>`
           SELECT t.id, t.status FROM tenant_domains d JOIN tenants t ON t.id = d.tenant_id
           WHERE d.domain = ${domain} AND t.status IN ('active', 'suspended')`)
         none = identity.email === undefined
@@ -375,7 +440,7 @@ const make = Effect.gen(function*() {
         // The tenant was deleted in between.
         Effect.catchIf((error) => sqlState(error) === FOREIGN_KEY_VIOLATION, () =>
           Effect.fail(new NoTenant({ message: "the tenant the token names does not exist" }))),
-        orDie
+        orUnavailable
       )
       const created = yield* findUser(identity.issuer, identity.subject)
       if (created === undefined) return yield* new NoTenant({ message: "the tenant the token names does not exist" })
@@ -383,7 +448,7 @@ const make = Effect.gen(function*() {
     })
 
   const lookupClient = (clientId: string) =>
-    orDie(platform<EntryRow>`
+    orUnavailable(platform<EntryRow>`
       SELECT ${entryColumns}, c.disabled_at AS client_disabled_at
       FROM service_clients c JOIN accounts a ON a.id = c.account_id JOIN tenants t ON t.id = c.tenant_id
       WHERE c.client_id = ${clientId}`).pipe(

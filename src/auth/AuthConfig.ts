@@ -22,6 +22,13 @@ export class AuthConfig extends Context.Tag("tenant-engine/AuthConfig")<AuthConf
   /** Accounts looked up are kept this long and at most this many. */
   readonly accountCacheTtl: Duration.Duration
   readonly accountCacheCapacity: number
+  /**
+   * How stale a cached account may be when it is used: no older than this
+   * beyond the last moment every change was known to have been heard
+   * (AccountDirectory; default 1 second). It is also how long known callers
+   * are still served once the platform database stops answering.
+   */
+  readonly accountCacheStaleness?: Duration.Duration | undefined
   /** An unknown kid refetches the JWKS at most once per this period. */
   readonly jwksCooldown: Duration.Duration
   /**

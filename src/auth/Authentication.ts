@@ -1,4 +1,5 @@
 import { Context, Effect, Either, Layer } from "effect"
+import type { ServiceUnavailable } from "../http/HttpErrors.js"
 import type { TenantSuspended } from "../tenancy/TenancyErrors.js"
 import { AccountDirectory, type DirectoryEntry } from "./AccountDirectory.js"
 import { AuthConfig } from "./AuthConfig.js"
@@ -16,6 +17,7 @@ export type AuthenticationError =
   | AccountDisabled
   | TenantMismatch
   | TenantSuspended
+  | ServiceUnavailable
 
 /**
  * One request's bearer token → its caller. The seed design's `validate_token`:

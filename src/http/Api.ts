@@ -8,7 +8,14 @@ import { ServerView } from "../servers/Server.js"
 import { NotesApi } from "../notes/NotesApi.js"
 import { InvalidTenant, ProvisioningFailed, TenantAlreadyExists, TenantNotFound } from "../tenancy/TenancyErrors.js"
 import { ManagedTenant, Tenant, TenantId, TenantStatus, TenantStrategy } from "../tenancy/Tenant.js"
-import { BadRequest, InternalError, NotReady, PayloadTooLarge, UnsupportedMediaType } from "./HttpErrors.js"
+import {
+  BadRequest,
+  InternalError,
+  NotReady,
+  PayloadTooLarge,
+  ServiceUnavailable,
+  UnsupportedMediaType
+} from "./HttpErrors.js"
 import { documentErrors } from "./OpenApiErrors.js"
 import { AdminAuthenticated, Authenticated } from "./Security.js"
 
@@ -112,6 +119,8 @@ const api = HttpApi.make("tenant-engine")
   .addError(PayloadTooLarge)
   .addError(UnsupportedMediaType)
   .addError(InternalError)
+  // Any route that needs the platform database while it does not answer (src/http/ApiFailures.ts).
+  .addError(ServiceUnavailable)
   .annotate(OpenApi.Title, "Tenant engine")
   .annotate(OpenApi.Description, "A multi-tenant platform API: every request works in its tenant's own database.")
 

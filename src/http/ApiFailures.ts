@@ -6,10 +6,12 @@ import {
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
+import { SqlError } from "@effect/sql/SqlError"
 import { Cause, Effect } from "effect"
 import { errorResponse, responseHeaders } from "../ApiError.js"
+import { isUnavailable } from "../db/SqlErrors.js"
 import { PlatformApi } from "./Api.js"
-import { BadRequest, InternalError, UnknownRoute } from "./HttpErrors.js"
+import { BadRequest, InternalError, platformUnavailable, type ServiceUnavailable, UnknownRoute } from "./HttpErrors.js"
 import { currentRequestId } from "./RequestId.js"
 import { aboutRequest } from "./RequestLog.js"
 
@@ -18,12 +20,18 @@ import { aboutRequest } from "./RequestLog.js"
  * middleware before HttpApiBuilder encodes them (with the API's error schema):
  * - a request HttpApi could not decode (HttpApiDecodeError, or a body that is
  *   not JSON) becomes the contract's BadRequest;
+ * - a statement of the platform's own that died because its database did not
+ *   answer (an operator's operation, a tenant's placement, while the platform
+ *   database is down) becomes ServiceUnavailable (503 with Retry-After), not a
+ *   500: nothing is wrong with the request or the code, and retrying will do.
+ *   Tenants' own queries never get here as SqlErrors: TenantSession makes
+ *   theirs TenantUnavailable;
  * - an error whose declaration gives headers (WWW-Authenticate, Retry-After)
  *   gets them on its response, through a pre-response handler registered only
  *   here, on the failure path.
  */
 export const ApiFailuresLive = HttpApiBuilder.middleware(PlatformApi, (app) =>
-  Effect.catchAllCause(app, (cause) => {
+  Effect.catchAllCause(app, (cause): Effect.Effect<never, BadRequest | ServiceUnavailable> => {
     const error = Cause.squash(cause)
     if (error instanceof HttpApiError.HttpApiDecodeError) {
       return Effect.fail(new BadRequest({ message: `invalid request: ${error.message}` }))
@@ -31,13 +39,19 @@ export const ApiFailuresLive = HttpApiBuilder.middleware(PlatformApi, (app) =>
     if (HttpServerError.isServerError(error) && error._tag === "RequestError") {
       return Effect.fail(new BadRequest({ message: "the request body could not be read (malformed JSON?)" }))
     }
-    const headers = responseHeaders(error)
-    if (headers === undefined) return Effect.failCause(cause)
-    return Effect.zipRight(
-      HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(HttpServerResponse.setHeaders(response, headers))),
-      Effect.failCause(cause)
-    )
+    if (error instanceof SqlError && isUnavailable(error)) return failWithHeaders(Cause.fail(platformUnavailable()))
+    return failWithHeaders(cause)
   }))
+
+/** Fails with the cause, its error's declared headers (if any) set on the response. */
+const failWithHeaders = <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
+  const headers = responseHeaders(Cause.squash(cause))
+  if (headers === undefined) return Effect.failCause(cause)
+  return Effect.zipRight(
+    HttpApp.appendPreResponseHandler((_, response) => Effect.succeed(HttpServerResponse.setHeaders(response, headers))),
+    Effect.failCause(cause)
+  )
+}
 
 const unknownRoute = errorResponse(UnknownRoute, new UnknownRoute({ message: "no such route" }))
 

@@ -31,3 +31,21 @@ export class InternalError extends ApiError<InternalError>()("InternalError", {
 
 /** The platform database does not answer. */
 export class NotReady extends ApiError<NotReady>()("NotReady", { code: "not_ready", status: 503 }) {}
+
+/**
+ * The platform database is needed (a caller the account cache cannot vouch
+ * for, an operator's operation) and does not answer (docs/API.md,
+ * "Operations"). `retryAfterSeconds` travels as the `Retry-After` header, not
+ * in the body: the engine reconnects by itself within seconds of the
+ * database answering again.
+ */
+export class ServiceUnavailable extends ApiError<ServiceUnavailable>()("ServiceUnavailable", {
+  code: "service_unavailable",
+  status: 503,
+  local: { retryAfterSeconds: Schema.optional(Schema.Number) },
+  headers: { "Retry-After": ({ retryAfterSeconds }) => String(Math.max(1, Math.ceil(retryAfterSeconds ?? 2))) }
+}) {}
+
+/** The one answer for the platform database not answering: nothing of the cause (host, database, SQL) is told. */
+export const platformUnavailable = () =>
+  new ServiceUnavailable({ message: "the platform database is unavailable; retry later", retryAfterSeconds: 2 })

@@ -12,6 +12,7 @@ import {
 } from "../auth/AuthErrors.js"
 import { type Principal, UserWithAccount } from "../auth/UserWithAccount.js"
 import { TenantSuspended } from "../tenancy/TenancyErrors.js"
+import { ServiceUnavailable } from "./HttpErrors.js"
 
 /**
  * The API's bearer authentication, as the endpoints declare it (groups add
@@ -32,7 +33,9 @@ export class Authenticated extends HttpApiMiddleware.Tag<Authenticated>()("Authe
     NoTenant,
     AccountDisabled,
     TenantMismatch,
-    TenantSuspended
+    TenantSuspended,
+    // The caller must be looked up and the platform database does not answer (AccountDirectory).
+    ServiceUnavailable
   ),
   security: { bearer: HttpApiSecurity.bearer }
 }) {}

@@ -7,7 +7,10 @@ export class PlatformConfig extends Context.Tag("tenant-engine/PlatformConfig")<
   readonly maxConnections: number
   /**
    * How often the notification connection proves it still delivers (default
-   * 10 seconds); caches are off while it does not (PlatformNotifications).
+   * 250 ms). It bounds how soon a cache notices it may have missed a change:
+   * keep it well under the account cache's staleness bound (1 second by
+   * default, AuthConfig.accountCacheStaleness), or that cache answers from
+   * memory less often (PlatformNotifications).
    */
   readonly notificationHeartbeat?: Duration.Duration | undefined
 }>() {}

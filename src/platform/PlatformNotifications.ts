@@ -58,7 +58,12 @@ const encodeMessage = Schema.encodeSync(MessageJson)
 export interface Subscriber {
   /** Drops what the change names. */
   readonly changed: (change: Change) => Effect.Effect<void>
-  /** Drops everything: changes may have been missed (no connection was listening, or a message was unreadable). */
+  /**
+   * Drops everything: changes may have been missed. Called when a connection
+   * is proven again after none was (not when it is lost: what is cached stays
+   * as true as it was at `deliveredUpTo`, and a cache decides how long it may
+   * still answer from it), and when a message was unreadable.
+   */
   readonly reset: Effect.Effect<void>
 }
 
@@ -69,14 +74,28 @@ export interface Subscriber {
  *
  * The connection is its own `pg` client rather than PgClient's `listen`, which
  * shares a connection and ignores its loss: here a lost connection is noticed
- * (its error or end, or pings that stop coming back within a heartbeat), the
- * subscribers are reset, and a new one is opened every second until one is
- * proven by its pings coming back; subscribers are reset again then, as
- * changes may have been missed in between.
+ * (its error or end, or pings that stop coming back), and a new one is opened
+ * every heartbeat until one is proven by its pings coming back; subscribers
+ * are reset then, as changes may have been missed in between.
+ *
+ * How current the caches are is measured, not assumed: a ping goes out every
+ * heartbeat (250 ms by default), and when it comes back every change
+ * committed before it was sent has been applied here, as PostgreSQL delivers
+ * notifications in commit order. `deliveredUpTo` is that moment; a connection
+ * that dies silently (no error, no end) stops it from advancing at once,
+ * long before the loss itself is noticed. A cache bounds the staleness of
+ * what it answers from memory by how old `deliveredUpTo` is (AccountDirectory).
  */
 export class PlatformNotifications extends Context.Tag("tenant-engine/PlatformNotifications")<PlatformNotifications, {
-  /** Whether a connection is proven to deliver now: a cache may only answer from memory while it is. */
+  /** Whether a connection is proven to deliver now (and was not lost since): changes are being applied. */
   readonly listening: () => boolean
+  /**
+   * A time (`Date.now()` milliseconds) before which every change committed
+   * anywhere has been applied to the subscribers (or they were reset after
+   * it): the sending time of the last ping that came back. 0 before any
+   * connection was proven. It stops advancing when the connection is lost.
+   */
+  readonly deliveredUpTo: () => number
   /** Receives every change and reset until the scope closes. */
   readonly subscribe: (subscriber: Subscriber) => Effect.Effect<void, never, Scope.Scope>
   /**
@@ -97,6 +116,13 @@ export class PlatformNotifications extends Context.Tag("tenant-engine/PlatformNo
     Effect.suspend(() => make)
   )
 }
+
+/**
+ * How often a ping proves the connection delivers. Short, because it bounds
+ * how stale a cache can be before it notices (AccountDirectory's bound is 1
+ * second): one `pg_notify` per process every 250 ms.
+ */
+const DEFAULT_HEARTBEAT = Duration.millis(250)
 
 /** Heartbeats and timeouts are about the real world: the live clock even where a test clock is installed. */
 const realTime = Effect.withClock(Clock.make())
@@ -153,6 +179,8 @@ const notifications = (config: Pg.ClientConfig) =>
   )
 
 interface Waiter {
+  /** When the message was about to be sent (before its statement ran). */
+  readonly sentAt: number
   /** This process's own listener has the message. */
   echoed: boolean
   /** Live processes that have not acknowledged it yet. */
@@ -162,10 +190,11 @@ interface Waiter {
 
 const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
-  const heartbeat = (yield* PlatformConfig).notificationHeartbeat ?? Duration.seconds(10)
+  const heartbeat = (yield* PlatformConfig).notificationHeartbeat ?? DEFAULT_HEARTBEAT
   const instance = randomUUID()
   let seq = 0
   let listening = false
+  let deliveredUpTo = 0
   const subscribers = new Set<Subscriber>()
   /** Other processes, by when they were last heard from. */
   const peers = new Map<string, number>()
@@ -201,7 +230,11 @@ const make = Effect.gen(function*() {
               : notify({ type: "ack", from: instance, seq: ++seq, to: message.from, of: message.seq })
           )
         case "ping":
-          return waiter !== undefined ? settle(waiter) : Effect.void
+          if (waiter === undefined) return Effect.void
+          // Messages are handled in the order they arrive: everything committed
+          // before this ping was sent has been applied by now.
+          if (listening) deliveredUpTo = Math.max(deliveredUpTo, waiter.sentAt)
+          return settle(waiter)
         case "hello":
           return mine ? Effect.void : notify({ type: "ping", from: instance, seq: ++seq })
         case "bye":
@@ -235,7 +268,7 @@ const make = Effect.gen(function*() {
         }
       }
       return Effect.flatMap(Deferred.make<void>(), (done) => {
-        waiters.set(mySeq, { echoed: false, pending, done })
+        waiters.set(mySeq, { sentAt: now, echoed: false, pending, done })
         return send(mySeq, Deferred.await(done))
       }).pipe(Effect.ensuring(Effect.sync(() => waiters.delete(mySeq))))
     })
@@ -282,6 +315,9 @@ const make = Effect.gen(function*() {
       yield* notify({ type: "hello", from: instance, seq: ++seq })
       yield* Effect.sleep("100 millis")
       yield* reset
+      // Emptied just now: what the caches hold from here on was read after
+      // this, and every later change reaches this connection.
+      deliveredUpTo = Date.now()
       listening = true
       warned = false
       yield* Deferred.succeed(ready, undefined)
@@ -294,11 +330,15 @@ const make = Effect.gen(function*() {
   yield* session.pipe(
     Effect.catchAllCause((cause) =>
       Effect.suspend(() => {
+        // No reset: what is cached was true at `deliveredUpTo`, which stops
+        // here; the caches judge how long that still serves (AccountDirectory
+        // re-reads at once, and answers from memory only within its bound).
+        // Tenant contexts stay open, so known callers keep being served.
         listening = false
         // Once per outage: retries that fail too are not news.
         const log = warned ? Effect.logDebug : Effect.logWarning
         warned = true
-        return Effect.zipRight(reset, log("platform notifications are not received; caches are off until they are", cause))
+        return log("platform notifications are not received; cached accounts are re-read until they are", cause)
       })
     ),
     Effect.zipRight(Effect.sleep(Duration.min(heartbeat, Duration.seconds(1)))),
@@ -319,6 +359,7 @@ const make = Effect.gen(function*() {
 
   return PlatformNotifications.of({
     listening: () => listening,
+    deliveredUpTo: () => deliveredUpTo,
     subscribe: (subscriber) =>
       Effect.acquireRelease(
         Effect.sync(() => subscribers.add(subscriber)),

@@ -23,7 +23,7 @@ export interface TestDatabasesOptions {
   readonly maxContexts?: number
   readonly idleTimeout?: Duration.DurationInput
   readonly acquireTimeout?: Duration.DurationInput
-  /** How often the notification connection proves it delivers (default 10 seconds). */
+  /** How often the notification connection proves it delivers (default 250 ms). */
   readonly notificationHeartbeat?: Duration.DurationInput
 }
 

@@ -301,4 +301,122 @@ layer(AuthStack({ adminUrl: inject("databaseUrl") }), { excludeTestServices: tru
       yield* other.disableAccount(account.id)
       expect((yield* Effect.flip(directory.user(identity)))._tag).toBe("AccountDisabled")
     }))
+
+  it.scoped("a client disabled by plain SQL while the LISTEN connection is down is refused within the staleness bound", () =>
+    Effect.gen(function*() {
+      const sql = yield* PlatformDb
+      const before = yield* listenerPids
+      // The defaults: pings every 250 ms, a 1-second bound.
+      const directory = yield* anotherDirectory()
+      const mine = [...(yield* listenerPids)].filter((pid) => !before.has(pid))
+      expect(mine.length).toBe(1)
+      yield* ensureTenant("acme")
+      yield* directory.registerClient("acme", "gap-job", "Job")
+      const identity = { clientId: "gap-job", tenant: "acme" }
+      yield* directory.machine(identity)
+      yield* directory.machine(identity)
+      const warm = yield* directory.stats
+      expect(warm.hits).toBeGreaterThan(0)
+
+      // The listener's backend dies; in the gap before a new one is proven,
+      // the client is disabled around every directory: its notification
+      // reaches no listener of this directory.
+      for (const pid of mine) yield* Effect.orDie(sql`SELECT pg_terminate_backend(${pid})`)
+      yield* Effect.orDie(sql`UPDATE service_clients SET disabled_at = now() WHERE client_id = 'gap-job'`)
+      const disabledAt = Date.now()
+      const noticed = !(yield* directory.stats).listening
+
+      // Every answer, with when its call started: none admitted once the bound has passed.
+      const answers: Array<{ readonly startedAt: number; readonly outcome: string }> = []
+      const outcome = Effect.suspend(() => {
+        const startedAt = Date.now()
+        return Effect.map(Effect.either(directory.machine(identity)), (result) => {
+          const answer = { startedAt, outcome: result._tag === "Right" ? "ok" : result.left._tag }
+          answers.push(answer)
+          return answer
+        })
+      })
+      const refused = yield* eventually(outcome, (answer) => answer.outcome === "ClientDisabled")
+      const BOUND = 1_000
+      for (const answer of answers) {
+        expect(answer.outcome === "ok" && answer.startedAt > disabledAt + BOUND, JSON.stringify(answer)).toBe(false)
+        expect(["ok", "ClientDisabled"]).toContain(answer.outcome)
+      }
+      console.log(
+        `client disabled in the gap (loss noticed by then: ${noticed}): refused ${refused.startedAt - disabledAt} ms after the UPDATE ` +
+          `(bound ${BOUND} ms), after ${answers.length} call(s)`
+      )
+      // And it stays refused once the new connection is proven.
+      yield* eventually(directory.stats, (stats) => stats.listening)
+      expect((yield* Effect.flip(directory.machine(identity)))._tag).toBe("ClientDisabled")
+    }))
+
+  it.scoped("with no recent proof that every change was heard (pings late), the cache is not used: the caller is re-read", () =>
+    Effect.gen(function*() {
+      const issuer = yield* TestIssuer
+      // A ping only every 30 s: the last proof ages past the 200 ms bound long before the next one.
+      const directory = yield* anotherDirectory({ accountCacheStaleness: Duration.millis(200) }, Duration.seconds(30))
+      yield* ensureTenant("acme")
+      const identity = { issuer: issuer.issuer, subject: "late-ping-user", tenant: "acme" }
+      yield* directory.user(identity)
+      yield* Effect.sleep("300 millis")
+      const before = yield* directory.stats
+      expect(before.listening).toBe(true)
+      yield* directory.user(identity)
+      yield* directory.user(identity)
+      const after = yield* directory.stats
+      expect(after.misses - before.misses).toBe(2)
+      expect(after.hits).toBe(before.hits)
+    }))
+
+  it.scoped("the platform database down: a cached caller is served within the bound, then refused with 503; an unknown one at once", () =>
+    Effect.gen(function*() {
+      const issuer = yield* TestIssuer
+      const config = yield* PlatformConfig
+      const directory = yield* anotherDirectory({ accountCacheStaleness: Duration.seconds(2) })
+      yield* ensureTenant("acme")
+      const known = { issuer: issuer.issuer, subject: "outage-known", tenant: "acme" }
+      yield* directory.user(known)
+      yield* directory.user(known)
+      expect((yield* directory.stats).hits).toBeGreaterThan(0)
+
+      const database = new URL(Redacted.value(config.url)).pathname.slice(1)
+      const admin = new Pg.Client({ connectionString: inject("databaseUrl") })
+      yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          await admin.connect()
+          await admin.query(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS false`)
+          await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+        }),
+        () =>
+          Effect.promise(async () => {
+            await admin.query(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS true`)
+            await admin.end()
+          })
+      )
+      const downAt = Date.now()
+      const unknown = yield* Effect.flip(directory.user({ ...known, subject: "outage-unknown" }))
+      expect(unknown).toMatchObject({ _tag: "ServiceUnavailable", error: "service_unavailable" })
+      // Served from memory until the bound has passed since the last proof, then refused.
+      const answers: Array<{ readonly startedAt: number; readonly outcome: string }> = []
+      const refused = yield* eventually(
+        Effect.suspend(() => {
+          const startedAt = Date.now()
+          return Effect.map(Effect.either(directory.user(known)), (result) => {
+            const answer = { startedAt, outcome: result._tag === "Right" ? "ok" : result.left._tag }
+            answers.push(answer)
+            return answer
+          })
+        }),
+        (answer) => answer.outcome !== "ok"
+      ).pipe(Effect.timeout("10 seconds"))
+      expect(refused.outcome).toBe("ServiceUnavailable")
+      for (const answer of answers) {
+        expect(answer.outcome === "ok" && answer.startedAt > downAt + 2_000, JSON.stringify(answer)).toBe(false)
+      }
+      const stats = yield* directory.stats
+      expect(stats.outageHits).toBeGreaterThan(0)
+      console.log(`platform down: the cached caller was served ${refused.startedAt - downAt} ms into the outage (bound 2000 ms), ` +
+        `${stats.outageHits} time(s) from memory`)
+    }))
 })

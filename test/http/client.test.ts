@@ -7,6 +7,7 @@ import {
   adminQuery,
   adminToken,
   apiClient,
+  breakAccountsTable,
   makeTenant,
   platform,
   READ_WRITE,
@@ -176,20 +177,28 @@ layer(platform(), { excludeTestServices: true })("the API through its typed clie
       expect(yield* Effect.flip(admin.admin.getTenant({ path: { id } }))).toMatchObject({ _tag: "TenantNotFound" })
     }))
 
-  it.effect("the platform database refusing connections: NotReady, and InternalError with the request id", () =>
+  it.effect("the platform database refusing connections: NotReady, and ServiceUnavailable for a caller it must look up", () =>
     Effect.gen(function*() {
       yield* makeTenant("client-down")
       const user = yield* apiClient(yield* userToken("dana", "client-down"))
       const { accept } = yield* refusePlatformConnections
       expect(yield* Effect.flip((yield* apiClient()).health.readyz())).toMatchObject({ _tag: "NotReady", error: "not_ready" })
-      // A user the directory must look up: a defect, answered 500 with nothing but a request id.
+      // A user the directory must look up: 503, come back later.
       const fresh = yield* apiClient(yield* userToken("dora", "client-down"))
+      expect(yield* Effect.flip(fresh.me.me())).toMatchObject({ _tag: "ServiceUnavailable", error: "service_unavailable" })
+      yield* accept
+      expect(yield* user.health.readyz()).toEqual({ status: "ready" })
+    }).pipe(Effect.scoped))
+
+  it.effect("a defect: InternalError with the request id", () =>
+    Effect.gen(function*() {
+      yield* makeTenant("client-defect")
+      yield* breakAccountsTable
+      const fresh = yield* apiClient(yield* userToken("dora", "client-defect"))
       expect(yield* Effect.flip(fresh.me.me())).toMatchObject({
         _tag: "InternalError",
         error: "internal",
         requestId: expect.stringMatching(UUID)
       })
-      yield* accept
-      expect(yield* user.health.readyz()).toEqual({ status: "ready" })
     }).pipe(Effect.scoped))
 })

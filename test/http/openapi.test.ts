@@ -45,11 +45,28 @@ layer(platform(), { excludeTestServices: true })("the OpenAPI document", (it) =>
       expect(notes["403"]!.headers?.["WWW-Authenticate"]).toMatchObject({ required: false })
       expect(notes["503"]!.headers).toEqual({ "Retry-After": { required: true, schema: { type: "string" } } })
       expect(doc.components?.schemas?.["InternalError"]).toMatchObject({ required: ["error", "message", "requestId"] })
+      expect(doc.components?.schemas?.["ServiceUnavailable"]).toEqual({
+        type: "object",
+        required: ["error", "message"],
+        properties: { error: { type: "string", enum: ["service_unavailable"] }, message: { type: "string" } },
+        additionalProperties: false
+      })
+      // The platform database not answering: any route may answer 503 service_unavailable, with Retry-After.
+      const serviceUnavailable = { $ref: "#/components/schemas/ServiceUnavailable" }
       for (const [path, operations] of Object.entries(doc.paths)) {
         for (const [method, operation] of Object.entries(operations)) {
-          expect(Object.keys(operation.responses), `${method} ${path}`).toEqual(expect.arrayContaining(["413", "415", "500"]))
+          expect(Object.keys(operation.responses), `${method} ${path}`).toEqual(
+            expect.arrayContaining(["413", "415", "500", "503"])
+          )
+          const unavailable = operation.responses["503"]!
+          const schema = unavailable.content!["application/json"]!.schema as { anyOf?: ReadonlyArray<unknown> }
+          expect(schema.anyOf ?? [schema], `${method} ${path}`).toContainEqual(serviceUnavailable)
+          expect(unavailable.headers?.["Retry-After"], `${method} ${path}`).toBeDefined()
         }
       }
+      expect(doc.paths["/v1/me"]!["get"]!.responses["503"]!.headers).toEqual({
+        "Retry-After": { required: true, schema: { type: "string" } }
+      })
     }))
 
   it.effect("the checker refuses what the old wire sent and what is not declared, and accepts what is", () =>
@@ -74,6 +91,11 @@ layer(platform(), { excludeTestServices: true })("the OpenAPI document", (it) =>
       expect(check(reply("GET", "/v1/notes", 503, { error: "tenant_unavailable", message: "busy" })).join()).toMatch(
         /Retry-After is required/
       )
+      expect(check(reply("GET", "/v1/me", 503, { error: "service_unavailable", message: "later" })).join()).toMatch(
+        /Retry-After is required/
+      )
+      expect(check(reply("GET", "/v1/me", 503, { error: "service_unavailable", message: "later" }, { ...json, "retry-after": "2" })))
+        .toEqual([])
       // A status the route does not declare, a code the status does not have, a wrong type, a body where none is declared.
       expect(check(reply("GET", "/v1/me", 404, { error: "not_found", message: "x" })).join()).toMatch(/status not declared/)
       expect(check(reply("GET", "/v1/me", 403, { error: "not_found", message: "x" })).join()).toMatch(/is not one of/)

@@ -1,6 +1,6 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, HashMap, Layer, Logger, LogLevel } from "effect"
-import { adminToken, get, makeTenant, platform, refusePlatformConnections, userToken } from "./support.js"
+import { adminToken, breakAccountsTable, get, makeTenant, platform, userToken } from "./support.js"
 
 /**
  * The access log: one line per request, carrying the request's id and what
@@ -56,7 +56,7 @@ layer(platform({ logLevel: LogLevel.Info }).pipe(Layer.provide(capture)), { excl
     Effect.gen(function*() {
       yield* makeTenant("logged-down")
       const token = yield* userToken("dot", "logged-down")
-      yield* refusePlatformConnections
+      yield* breakAccountsTable
       const reply = yield* get("/v1/me", token)
       expect(reply.status).toBe(500)
       const requestId = String(reply.headers["x-request-id"])

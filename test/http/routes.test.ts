@@ -6,9 +6,11 @@ import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import {
   adminQuery,
   adminToken,
+  breakAccountsTable,
   countAccounts,
   createNote,
   del,
+  eventually,
   expectError,
   get,
   insufficientScope,
@@ -593,19 +595,37 @@ layer(platform().pipe(Layer.provide(captureErrors)), { excludeTestServices: true
 
   it.effect("/readyz is 503 not_ready while the platform database refuses connections, and ready again after", () =>
     Effect.gen(function*() {
+      const admin = yield* adminToken
+      const logged = errorLogs.length
       const { accept, database } = yield* refusePlatformConnections
       const down = yield* get("/readyz")
       expectError(down, 503, "not_ready", [database])
       // Liveness is not readiness: the process is up.
       expect((yield* get("/healthz")).status).toBe(200)
-      // A caller the directory must look up gets a bare 500: no SQL, no database name, a request id.
+      // A caller the directory must look up, an operator's operation: 503
+      // service_unavailable with Retry-After, no SQL, no database name. Not a
+      // defect: nothing is logged as an error.
       const me = yield* get("/v1/me", yield* userToken("outage", "me-user"))
-      expectError(me, 500, "internal", [database])
+      expectError(me, 503, "service_unavailable", [database])
+      expect(me.headers["retry-after"]).toMatch(/^[1-9]\d*$/)
+      expect(Object.keys(me.body as object).sort()).toEqual(["error", "message"])
+      const list = yield* get("/v1/admin/tenants", admin)
+      expectError(list, 503, "service_unavailable", [database])
+      expect(list.headers["retry-after"]).toMatch(/^[1-9]\d*$/)
+      expect(errorLogs.slice(logged)).toEqual([])
+      yield* accept
+      expect((yield* get("/readyz")).body).toEqual({ status: "ready" })
+      yield* eventually("the new user to be served", Effect.map(get("/v1/me", yield* userToken("outage", "me-user")), (r) => r.status === 200))
+    }).pipe(Effect.scoped))
+
+  it.effect("a defect (a platform statement that fails) is a bare 500 with the request id, and is logged", () =>
+    Effect.gen(function*() {
+      yield* breakAccountsTable
+      const me = yield* get("/v1/me", yield* userToken("defect", "me-user"))
+      expectError(me, 500, "internal", ["accounts_renamed_by_test"])
       // A failure is logged (with its cause, which the body never shows).
       expect(errorLogs).toContain("unexpected failure")
       expect(me.body).toEqual({ error: "internal", message: expect.any(String), requestId: me.headers["x-request-id"] })
-      yield* accept
-      expect((yield* get("/readyz")).body).toEqual({ status: "ready" })
     }).pipe(Effect.scoped))
 
   it.effect("admin: DELETE a tenant (204) drops its database, accounts, clients and domains; 404 when unknown", () =>

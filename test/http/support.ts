@@ -330,3 +330,17 @@ export const refusePlatformConnections = Effect.gen(function*() {
   yield* Effect.acquireRelease(allow(false), () => allow(true))
   return { database, accept: allow(true) }
 })
+
+/**
+ * A defect on demand: the platform's accounts table is renamed until the
+ * scope closes, so a look-up of a caller not cached fails with a statement
+ * error (relation does not exist): a bug as far as the engine can tell, which
+ * it answers 500 `internal` (unlike the database not answering, a 503).
+ */
+export const breakAccountsTable = Effect.gen(function*() {
+  const sql = yield* PlatformDb
+  yield* Effect.acquireRelease(
+    Effect.orDie(sql`ALTER TABLE accounts RENAME TO accounts_renamed_by_test`),
+    () => Effect.orDie(sql`ALTER TABLE accounts_renamed_by_test RENAME TO accounts`)
+  )
+})
