@@ -103,7 +103,8 @@ const make = Effect.gen(function*() {
   yield* platform`
     INSERT INTO servers (name, admin_url, max_connections)
     VALUES (${DEFAULT_SERVER}, ${Redacted.value(config.adminUrl)}, ${config.connectionBudget})
-    ON CONFLICT (name) DO UPDATE SET admin_url = EXCLUDED.admin_url WHERE servers.admin_url IS NULL`.pipe(orDie)
+    ON CONFLICT (name) DO UPDATE SET admin_url = EXCLUDED.admin_url, max_connections = EXCLUDED.max_connections
+    WHERE servers.admin_url IS NULL`.pipe(orDie)
 
   const rows = (name?: string) =>
     platform<ServerRow>`
