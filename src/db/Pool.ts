@@ -1,13 +1,20 @@
 import { Duration, Redacted } from "effect"
 import Pg from "pg"
 
+/** How long a tenant's statement may run. */
+export const STATEMENT_TIMEOUT = "30 seconds"
+
 export interface PoolOptions {
   readonly url: Redacted.Redacted<string>
   readonly maxConnections: number
   /** How long to wait for a connection (opening one, or a free one in the pool). */
   readonly acquireTimeout: Duration.DurationInput
-  /** A statement running longer than this is cancelled by PostgreSQL. */
-  readonly statementTimeout?: Duration.DurationInput | undefined
+  /**
+   * A statement running longer than this is cancelled by PostgreSQL (default
+   * 30 seconds). `null`: the login role's own setting, and no start-up
+   * parameter (a transaction-mode pooler refuses those it does not know).
+   */
+  readonly statementTimeout?: Duration.DurationInput | null | undefined
   readonly applicationName: string
 }
 
@@ -21,7 +28,9 @@ export const openPool = async (options: PoolOptions): Promise<Pg.Pool> => {
     max: options.maxConnections,
     connectionTimeoutMillis: Duration.toMillis(options.acquireTimeout),
     idleTimeoutMillis: 30_000,
-    statement_timeout: Duration.toMillis(options.statementTimeout ?? "30 seconds"),
+    ...(options.statementTimeout === null
+      ? {}
+      : { statement_timeout: Duration.toMillis(options.statementTimeout ?? STATEMENT_TIMEOUT) }),
     application_name: options.applicationName
   })
   // An idle connection that the server ends (restart, tenant dropped) emits

@@ -1,11 +1,12 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Effect, Redacted, Schedule, Scope } from "effect"
+import { Clock, Duration, Effect, Redacted, Schedule, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import Pg from "pg"
 import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
+import { STATEMENT_TIMEOUT } from "../db/Pool.js"
 import { DUPLICATE_DATABASE, DUPLICATE_OBJECT, OBJECT_IN_USE, orDie, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import type { ServerAddress } from "../servers/ServerRegistry.js"
@@ -61,12 +62,17 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
   const sharedName = names.shared
   const gatewayRole = names.gateway
 
-  /** Under an advisory lock on the server, so that several processes prepare a thing one at a time. */
+  /**
+   * Under an advisory lock, so that several processes prepare a thing one at
+   * a time. Taken in the platform database, which every process reaches
+   * directly: a session lock on the server itself would not hold through a
+   * transaction-mode pooler in front of it.
+   */
   const exclusively = (name: string) =>
-    Effect.flatMap(admin.reserve, (connection) =>
+    Effect.flatMap(platform.reserve, (connection) =>
       Effect.acquireRelease(
-        connection.executeRaw("SELECT pg_advisory_lock(hashtext($1))", [name]),
-        () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [name]))
+        connection.executeRaw("SELECT pg_advisory_lock(hashtext($1))", [`${server.name}/${name}`]),
+        () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [`${server.name}/${name}`]))
       ))
 
   // --- the template: a migrated database that new database tenants are copied from ---
@@ -169,6 +175,9 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
       yield* platform`INSERT INTO shared_databases (server, database, login_role, login_password)
                       VALUES (${server.name}, ${sharedName}, ${gatewayRole}, ${password})`
     }
+    // The shared pools' statement timeout is the gateway's own setting, not
+    // a start-up parameter: a transaction-mode pooler in front refuses those.
+    yield* admin`ALTER ROLE ${admin(gatewayRole)} SET statement_timeout = ${admin.literal(`'${Duration.toMillis(STATEMENT_TIMEOUT)}ms'`)}`
     const sql = yield* PgClient.make({
       url: withDatabase(server.url, sharedName),
       maxConnections: 2,

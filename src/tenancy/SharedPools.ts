@@ -47,7 +47,9 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
               }),
               maxConnections: options.connections,
               acquireTimeout: options.acquireTimeout,
-              applicationName: "tenant-engine/shared"
+              applicationName: "tenant-engine/shared",
+              // The gateway role's own (ServerAdmin sets it): through a pooler too.
+              statementTimeout: null
             }),
           catch: (cause) => cause
         }).pipe(

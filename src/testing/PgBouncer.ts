@@ -97,6 +97,9 @@ export const startPgBouncer = (
       "unix_socket_dir =",
       `auth_type = ${password === "" ? "trust" : "scram-sha-256"}`,
       `auth_file = ${authFile}`,
+      // Other roles (a shared database's gateway, tenant roles) log in with
+      // their own passwords, which the pooler looks up on the server as this user.
+      `auth_user = ${user}`,
       "pool_mode = transaction",
       `max_client_conn = ${options.maxClientConnections ?? 200}`,
       `default_pool_size = ${options.poolSize ?? 10}`,
