@@ -71,8 +71,7 @@ export const noteCaller = (fiber: Fiber.RuntimeFiber<unknown, unknown>, caller: 
 
 /**
  * Whether the response can no longer be sent: its socket is destroyed (the
- * client hung up, or the body reader destroyed it on an oversized chunked
- * body); the response learns of it later.
+ * client hung up); the response learns of it later.
  */
 export const connectionGone = (request: HttpServerRequest.HttpServerRequest) =>
   NodeHttpServerRequest.toServerResponse(request).destroyed ||

@@ -1,6 +1,7 @@
 import { Bodies, bodyOf } from "../bodies.js"
 import { expect, layer } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Effect } from "effect"
+import * as Net from "node:net"
 import { Traffic } from "../../src/http/Traffic.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import {
@@ -9,6 +10,7 @@ import {
   createNote,
   del,
   eventually,
+  expectDocumented,
   expectError,
   get,
   makeTenant,
@@ -16,7 +18,7 @@ import {
   platform,
   type Reply,
   send,
-  sendOrHangUp,
+  serverUrl,
   userToken
 } from "./support.js"
 
@@ -26,6 +28,98 @@ const expectBadRequest = (reply: Reply, what: string) => {
   expect(reply.status, `${what}: ${reply.text}`).toBe(400)
   expectError(reply, 400, "bad_request")
 }
+
+/** `buffer` in pieces of `size` bytes. */
+const splitInto = (buffer: Buffer, size: number): ReadonlyArray<Buffer> => {
+  const pieces: Array<Buffer> = []
+  for (let at = 0; at < buffer.length; at += size) pieces.push(buffer.subarray(at, at + size))
+  return pieces
+}
+
+interface Exchange {
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly text: string
+  /** The server ended the connection (FIN). */
+  readonly ended: boolean
+  /** A socket error (ECONNRESET: the server reset the connection rather than closing it). */
+  readonly error: string | undefined
+  /** Pieces of the body sent before the answer came. */
+  readonly piecesSent: number
+}
+
+/**
+ * A POST over a plain TCP socket, its body sent piece by piece (10 ms apart),
+ * chunked or with its length declared, as a client that stops sending once
+ * it has an answer (or, with `sendAll`, one that sends everything anyway and
+ * only then closes); resolves when the connection closes, with what came
+ * back and how the connection ended. One response, with a Content-Length.
+ */
+const rawPost = (
+  path: string,
+  token: string,
+  pieces: ReadonlyArray<Buffer>,
+  chunked: boolean,
+  options: { readonly sendAll?: boolean } = {}
+) =>
+  Effect.flatMap(serverUrl, (base) =>
+    Effect.async<Exchange>((resume) => {
+      const url = new URL(base)
+      // Half-open allowed: the client decides when to stop sending, not the server's FIN.
+      const socket = Net.connect({ port: Number(url.port), host: url.hostname, allowHalfOpen: true })
+      const received: Array<Buffer> = []
+      let ended = false
+      let error: string | undefined
+      let answered = false
+      let piecesSent = 0
+      const total = pieces.reduce((sum, piece) => sum + piece.length, 0)
+      socket.on("data", (data) => {
+        received.push(data)
+        answered = Buffer.concat(received).includes("\r\n\r\n")
+      })
+      let writing = true
+      socket.on("end", () => {
+        ended = true
+        if (!writing) socket.end()
+      })
+      socket.on("error", (e: NodeJS.ErrnoException) => (error = e.code ?? e.message))
+      socket.on("close", () => {
+        const raw = Buffer.concat(received).toString("utf8")
+        const split = raw.indexOf("\r\n\r\n")
+        const [statusLine = "", ...lines] = raw.slice(0, split).split("\r\n")
+        const headers: Record<string, string> = {}
+        for (const line of lines) {
+          const colon = line.indexOf(":")
+          headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+        }
+        resume(Effect.succeed({
+          status: Number(statusLine.split(" ")[1]),
+          headers,
+          text: raw.slice(split + 4),
+          ended,
+          error,
+          piecesSent
+        }))
+      })
+      socket.on("connect", async () => {
+        socket.write(
+          `POST ${path} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${token}\r\n` +
+            `Content-Type: application/json\r\n` +
+            (chunked ? "Transfer-Encoding: chunked\r\n" : `Content-Length: ${total}\r\n`) +
+            "Connection: close\r\n\r\n"
+        )
+        for (const piece of pieces) {
+          if ((answered && !options.sendAll) || socket.destroyed) break
+          socket.write(chunked ? Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]) : piece)
+          piecesSent++
+          await new Promise((resolve) => setTimeout(resolve, 10))
+        }
+        if (chunked && (!answered || options.sendAll) && !socket.destroyed) socket.write("0\r\n\r\n")
+        writing = false
+        if (ended) socket.end()
+      })
+      return Effect.sync(() => socket.destroy())
+    }))
 
 const title200 = "t".repeat(200)
 const body10k = "b".repeat(10_000)
@@ -205,32 +299,58 @@ layer(platform(), { excludeTestServices: true })("bad input over HTTP", (it) => 
       expect(bodyOf(yield* get("/v1/admin/tenants", admin), Bodies.tenants).items.map((t) => t.id)).not.toContain("big-tenant")
     }))
 
-  it.effect("a chunked body over 1 MiB is cut off (413 or a closed connection), writes nothing, and its request ends", () =>
+  it.effect("over a raw socket: a body over 1 MiB is 413 whether its length is declared or it is chunked; the connection ends cleanly; nothing is written", () =>
     Effect.gen(function*() {
       yield* makeTenant("chunked")
       const token = yield* userToken("yves", "chunked")
-      const huge = JSON.stringify({ title: "big", body: "x".repeat(2 * 1024 * 1024) })
-      // Without a Content-Length the size is known only while reading; the
-      // platform's reader then destroys the connection (no 413 can be sent).
-      const outcome = yield* Effect.either(sendOrHangUp("POST", "/v1/notes", {
-        token,
-        body: huge,
-        chunked: true,
-        headers: { "content-type": "application/json" }
-      }))
-      if (Either.isRight(outcome)) expectError(outcome.right, 413, "payload_too_large")
-      // The request must not stay in flight: a graceful shutdown would wait for it.
-      const traffic = yield* Traffic
-      yield* eventually("the cut-off request to end", Effect.sync(() => traffic.inFlight === 0), "10 seconds")
-      expect(yield* allNotes(token)).toEqual([])
-      // Small chunked bodies are fine.
-      const small = yield* send("POST", "/v1/notes", {
-        token,
-        body: JSON.stringify({ title: "chunked", body: "ok" }),
-        chunked: true,
-        headers: { "content-type": "application/json" }
+      const before = (yield* allNotes(token)).length
+      const note = (body: string) => JSON.stringify({ title: "big", body })
+      const quarter = 256 * 1024
+      const cases: ReadonlyArray<readonly [string, ReadonlyArray<Buffer>, boolean, number]> = [
+        // Over the limit only with the fifth of eight chunks: answered no earlier (in fact once all are in: see BodyGuards).
+        ["chunked, 8 × 256 KiB", splitInto(Buffer.from(note("x".repeat(8 * quarter - 40))), quarter), true, 5],
+        ["chunked, one chunk of 2 MiB", [Buffer.from(note("x".repeat(2 * 1024 * 1024)))], true, 1],
+        ["declared 2 MiB, sent in 8 pieces", splitInto(Buffer.from(note("x".repeat(8 * quarter - 40))), quarter), false, 0]
+      ]
+      for (const [what, chunks, chunked, atLeast] of cases) {
+        const exchange = yield* rawPost("/v1/notes", token, chunks, chunked)
+        console.log(`${what}: ${exchange.status} after ${exchange.piecesSent} of ${chunks.length} piece(s) sent`)
+        expect(exchange.piecesSent).toBeGreaterThanOrEqual(atLeast)
+        expect(exchange.error, `${what}: the connection ended with an error`).toBeUndefined()
+        expect(exchange.ended, `${what}: the server ended the connection`).toBe(true)
+        expect(exchange.status, `${what}: ${exchange.text}`).toBe(413)
+        expect(exchange.headers["connection"]).toBe("close")
+        expect(JSON.parse(exchange.text)).toEqual({ error: "payload_too_large", message: expect.any(String) })
+        yield* expectDocumented({ method: "POST", path: "/v1/notes", status: exchange.status, headers: exchange.headers, text: exchange.text })
+      }
+      // A client that does not read the answer before it has sent everything: it still gets it, and no reset.
+      const stubborn = yield* rawPost("/v1/notes", token, splitInto(Buffer.from(note("x".repeat(8 * quarter - 40))), quarter), true, {
+        sendAll: true
       })
-      expect(small.status, small.text).toBe(201)
+      expect(stubborn.piecesSent).toBe(8)
+      expect(stubborn.error).toBeUndefined()
+      expect(stubborn.status, stubborn.text).toBe(413)
+      expect(stubborn.ended).toBe(true)
+      // Nothing was written, and no request stayed in flight (a graceful shutdown would wait for it).
+      expect((yield* allNotes(token)).length).toBe(before)
+      const traffic = yield* Traffic
+      yield* eventually("the refused requests to end", Effect.sync(() => traffic.inFlight === 0), "10 seconds")
+
+      // Within the limit, a chunked body is read in full, whatever its chunks cut
+      // (here through a character of several bytes), and written once.
+      const text = "héllo ✓ ".repeat(1000)
+      const small = Buffer.from(JSON.stringify({ title: "chunked", body: text }))
+      const created = yield* rawPost("/v1/notes", token, splitInto(small, 1001), true)
+      expect(created.status, created.text).toBe(201)
+      expect(created.error).toBeUndefined()
+      expect(JSON.parse(created.text)).toMatchObject({ title: "chunked", body: text })
+      const notes = yield* allNotes(token)
+      expect(notes.length).toBe(before + 1)
+      expect(notes[0]).toMatchObject({ title: "chunked", body: text })
+      // Chunked and just under the limit: read, then judged by the schema (10,000 characters at most).
+      const under = yield* rawPost("/v1/notes", token, splitInto(Buffer.from(note("x".repeat(1024 * 1024 - 64))), quarter), true)
+      expect(under.status, under.text).toBe(400)
+      expect((yield* allNotes(token)).length).toBe(before + 1)
     }))
 
   it.effect("text/plain and form bodies are refused with 415; nothing is written", () =>
