@@ -4,7 +4,7 @@ import type { MoveProgress } from "../tenancy/TenantDatabases.js"
 import { tenantAdmin } from "./CliPlatform.js"
 import { printRecord } from "./output.js"
 
-/** One line per step, on stderr: the terminal shows progress, stdout keeps the summary. */
+/** One line per step: on stderr, so that stdout keeps the summary. */
 const describe = (progress: MoveProgress) => {
   switch (progress.step) {
     case "draining":
@@ -38,9 +38,7 @@ export const move = Command.make(
       const summary = yield* admin.move(
         id,
         { to: Option.getOrUndefined(to), strategy: Option.getOrUndefined(strategy) },
-        (progress) => {
-          if (!json) process.stderr.write(`${describe(progress)}\n`)
-        }
+        (progress) => json ? Effect.void : Console.error(describe(progress))
       )
       if (json) return yield* Console.log(JSON.stringify(summary, null, 2))
       yield* printRecord({

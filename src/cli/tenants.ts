@@ -2,6 +2,7 @@ import { Args, Command, Options, Prompt } from "@effect/cli"
 import { Console, Effect, Option, Schema } from "effect"
 import { ManagedTenant } from "../tenancy/Tenant.js"
 import { tenantAdmin } from "./CliPlatform.js"
+import { move } from "./move.js"
 import { done, printRecord, printRows } from "./output.js"
 
 const id = Args.text({ name: "ID" }).pipe(Args.withDescription("the tenant id"))
@@ -91,6 +92,6 @@ const remove = Command.make(
 ).pipe(Command.withDescription("delete a tenant: suspend, drain, drop its database, accounts, clients and domains"))
 
 export const tenants = Command.make("tenants").pipe(
-  Command.withDescription("create, show, list, suspend, resume and delete tenants"),
-  Command.withSubcommands([create, show, list, setStatus("suspend", "suspended"), setStatus("resume", "active"), remove])
+  Command.withDescription("create, show, list, suspend, resume, move and delete tenants"),
+  Command.withSubcommands([create, show, list, setStatus("suspend", "suspended"), setStatus("resume", "active"), move, remove])
 )

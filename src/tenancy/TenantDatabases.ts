@@ -1,7 +1,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
-import { Cause, Context, Deferred, Effect, FiberId, Layer, Option, Redacted, Schema, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, FiberId, Layer, Option, Redacted, Runtime, Schema, Scope } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion } from "../db/Migrations.js"
@@ -122,7 +122,7 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
     id: string,
     options: MoveOptions,
     drain: Effect.Effect<void>,
-    onProgress: (progress: MoveProgress) => void
+    onProgress: (progress: MoveProgress) => Effect.Effect<void>
   ) => Effect.Effect<MoveSummary, TenantNotFound | TenantUnavailable | InvalidTenant | ProvisioningFailed | MoveFailed>
 }>() {
   /** With the server registry it places tenants on. */
@@ -474,7 +474,7 @@ const make = Effect.gen(function*() {
     id: string,
     options: MoveOptions,
     drain: Effect.Effect<void>,
-    onProgress: (progress: MoveProgress) => void
+    onProgress: (progress: MoveProgress) => Effect.Effect<void>
   ) {
     const before = yield* findRow(id)
     // The claim: from here the tenant's requests get 503 in every process
@@ -524,22 +524,24 @@ const make = Effect.gen(function*() {
         VALUES (${id}, 'copying', ${row.db_server}, ${row.db_strategy}, ${row.db_name}, ${row.db_schema}, ${row.db_role},
                 ${server}, ${strategy}, ${placement.database}, ${placement.schema}, ${placement.role})`.pipe(orDie)
 
-      onProgress({ step: "draining" })
+      yield* onProgress({ step: "draining" })
       yield* drain
       if (row.db_strategy === "database") yield* source.othersDisconnected(row.db_name, Date.now() + OTHERS_DRAIN_MILLIS)
       const sourcePlace = { strategy: row.db_strategy, database: row.db_name, schema: row.db_schema }
       // The copy is made at the latest schema version: the source is brought there first.
       yield* source.migrate(sourcePlace).pipe(provisioningFailed(`migrating tenant ${id} before its move failed`))
-      onProgress({ step: "creating", server, strategy })
+      yield* onProgress({ step: "creating", server, strategy })
       const createFailed = (error: SqlError | MigrationError) =>
         new MoveFailed({ message: `creating tenant ${id} on ${server} failed: ${error.message}` })
       yield* createData(target, placement).pipe(
         Effect.catchTags({ SqlError: createFailed, MigrationError: createFailed })
       )
+      const runtime = yield* Effect.runtime<never>()
       const tables = yield* copyTables(
         { url: withDatabase(source.url, row.db_name), schema: row.db_schema ?? "public" },
         { url: withDatabase(target.url, placement.database), schema: placement.schema ?? "public" },
-        (copied) => onProgress({ step: "copied", ...copied })
+        // Told as each table is done, from inside the copy.
+        (copied) => Runtime.runFork(runtime)(onProgress({ step: "copied", ...copied }))
       ).pipe(Effect.mapError((error) => new MoveFailed({ message: `copying tenant ${id} failed: ${error.message}` })))
 
       yield* platform.withTransaction(Effect.zipRight(
@@ -552,7 +554,7 @@ const make = Effect.gen(function*() {
         platform`UPDATE tenant_moves SET phase = 'switched' WHERE tenant_id = ${id}`
       )).pipe(orDie)
       const unavailableMillis = Date.now() - startedAt
-      onProgress({ step: "switched", unavailableMillis })
+      yield* onProgress({ step: "switched", unavailableMillis })
       // The old copy goes once the processes still holding it are done (the switch told them).
       yield* dropUnfinishedMove(id)
       return { tenantId: id, moved: true, from, to: { server, strategy }, tables, unavailableMillis }

@@ -1,4 +1,5 @@
 import { Command } from "@effect/cli"
+import { inject } from "vitest"
 import { NodeContext } from "@effect/platform-node"
 import { expect, layer } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
@@ -9,6 +10,7 @@ import { CliPlatform } from "../../src/cli/CliPlatform.js"
 import { clients } from "../../src/cli/clients.js"
 import { domains } from "../../src/cli/domains.js"
 import { migrate } from "../../src/cli/migrate.js"
+import { servers } from "../../src/cli/servers.js"
 import { messageOf } from "../../src/ErrorText.js"
 import { tenants } from "../../src/cli/tenants.js"
 import { token } from "../../src/cli/token.js"
@@ -16,7 +18,7 @@ import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
-import { makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
+import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { platformWith } from "../../src/PlatformLive.js"
 import { adminQuery, adminUrl, type Captured, captureConsole, decodeJwt } from "./support.js"
@@ -31,12 +33,14 @@ import { adminQuery, adminUrl, type Captured, captureConsole, decodeJwt } from "
  */
 
 const namespace = makeNamespace()
+const secondUrl = inject("secondDatabaseUrl")
 const dataDir = mkdtempSync(join(tmpdir(), "tenant-engine-commands-"))
 
 const TestLayer = platformWith(TenantMigrations.layer).pipe(
   Layer.provideMerge(TestIssuer.authConfig()),
   Layer.provideMerge(TestIssuer.layer()),
   Layer.provideMerge(testConfig({ adminUrl }, namespace)),
+  Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() => dropNamespace(secondUrl, namespace)))),
   Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() =>
     Effect.sync(() => rmSync(dataDir, { recursive: true, force: true }))
   ))),
@@ -44,7 +48,7 @@ const TestLayer = platformWith(TenantMigrations.layer).pipe(
 )
 
 // main.ts's tree, but for serve and the CliPlatform (the services come from TestLayer).
-const root = Command.make("tenant-engine").pipe(Command.withSubcommands([migrate, tenants, clients, domains, token]))
+const root = Command.make("tenant-engine").pipe(Command.withSubcommands([migrate, tenants, servers, clients, domains, token]))
 const runRoot = Command.run(root, { name: "tenant-engine", version: "0.1.0" })
 
 /** The environment the commands read their settings from (only `token` reads any here). */
@@ -380,5 +384,50 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
       )
       expect(failure(yield* run(["token", "user"]))).toBe("Expected to find option: '--tenant'")
       expect(failure(yield* run(["token", "machine"]))).toBe("Expected to find option: '--client'")
+    }))
+
+  it.effect("servers: add, list as a table and JSON (no URL), drain, remove; tenants move --json, and refusals", () =>
+    Effect.gen(function*() {
+      const password = new URL(secondUrl).password
+      expect(ok(yield* run(["servers", "add", "spare", secondUrl, "--weight", "2", "--max-connections", "12"]))).toBe("server spare added")
+      const table = ok(yield* run(["servers", "list"]))
+      expect(table).toMatch(/^name +status +weight +maxConnections +tenants\ndefault +active +1 +20 +\d+\nspare +active +2 +12 +0$/)
+      const listed = JSON.parse(ok(yield* run(["servers", "list", "--json"])))
+      expect(listed).toContainEqual({ name: "spare", status: "active", weight: 2, maxConnections: 12, tenants: 0 })
+      // The URL (and its password, when it has one) is never printed again.
+      if (password !== "") expect(JSON.stringify(listed) + table).not.toContain(password)
+      expect(JSON.stringify(listed) + table).not.toContain(new URL(secondUrl).host)
+      expect(failure(yield* run(["servers", "add", "spare", secondUrl]))).toBe("error: a server named spare is registered")
+
+      ok(yield* run(["tenants", "create", "wanderer", "--name", "W", "--server", "default"]))
+      const moved = JSON.parse(ok(yield* run(["tenants", "move", "wanderer", "--to", "spare", "--strategy", "schema", "--json"])))
+      expect(moved).toMatchObject({
+        tenantId: "wanderer",
+        moved: true,
+        from: { server: "default", strategy: "database" },
+        to: { server: "spare", strategy: "schema" },
+        tables: [{ table: "notes", rows: 0 }]
+      })
+      expect(moved.unavailableMillis).toBeGreaterThan(0)
+      const shown = JSON.parse(ok(yield* run(["tenants", "show", "wanderer", "--json"])))
+      expect(shown.placement).toMatchObject({ server: "spare", strategy: "schema" })
+      // On a terminal: the steps on stderr, a summary on stdout.
+      const back = yield* run(["tenants", "move", "wanderer", "--to", "default"])
+      expect(ok(back)).toMatch(/^tenant: wanderer\nmoved: true\nfrom: spare \(schema\)\nto: default \(schema\)\nrows: 0\nunavailableMs: \d+$/)
+      expect(back.stderr).toContain("copied notes: 0 rows")
+      expect(failure(yield* run(["tenants", "move", "nobody", "--to", "spare"]))).toBe("error: no tenant nobody")
+      expect(failure(yield* run(["tenants", "move", "wanderer", "--to", "nowhere"]))).toBe("error: no server named \"nowhere\"")
+
+      ok(yield* run(["tenants", "move", "wanderer", "--to", "spare"]))
+      expect(failure(yield* run(["servers", "remove", "spare"]))).toBe(
+        "error: server spare holds tenants: move them to another server first"
+      )
+      expect(ok(yield* run(["servers", "drain", "spare"]))).toContain("server spare is draining")
+      expect(failure(yield* run(["tenants", "create", "late", "--name", "L", "--server", "spare"]))).toBe(
+        "error: server spare is draining: it takes no new tenants"
+      )
+      ok(yield* run(["tenants", "move", "wanderer", "--to", "default"]))
+      expect(ok(yield* run(["servers", "remove", "spare"]))).toBe("server spare removed")
+      expect(failure(yield* run(["servers", "remove", "spare"]))).toBe("error: no server named \"spare\"")
     }))
 })

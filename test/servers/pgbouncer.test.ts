@@ -75,7 +75,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })(
           // A tenant moves onto it (COPY through the pooler) and serves from there.
           yield* admin.create("pooled-mover", "M", { server: "default", strategy: "database" })
           yield* writeNote("pooled-mover", "before")
-          const moved = yield* admin.move("pooled-mover", { to: "pooled", strategy: "schema" }, () => {})
+          const moved = yield* admin.move("pooled-mover", { to: "pooled", strategy: "schema" }, () => Effect.void)
           expect(moved.tables).toEqual([{ table: "notes", rows: 1 }])
           yield* writeNote("pooled-mover", "after")
           expect(yield* titles("pooled-mover")).toEqual(["after", "before"])

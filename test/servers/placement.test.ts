@@ -139,7 +139,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       const first = yield* serverOf("mover")
 
       const steps: Array<string> = []
-      const summary = yield* admin.move("mover", { to: "second" }, (p) => steps.push(p.step))
+      const summary = yield* admin.move("mover", { to: "second" }, (p) => Effect.sync(() => steps.push(p.step)))
       expect(summary).toMatchObject({
         moved: true,
         from: { server: "default", strategy: "database" },
@@ -152,18 +152,18 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       expect(yield* databaseExists(secondUrl, (yield* serverOf("mover")).database)).toBe(true)
 
       // Same server, another strategy: a schema in the second server's shared database.
-      yield* admin.move("mover", { strategy: "schema" }, () => {})
+      yield* admin.move("mover", { strategy: "schema" }, () => Effect.void)
       expect(yield* serverOf("mover")).toMatchObject({ server: "second", strategy: "schema" })
       expect(yield* titles("mover")).toEqual(expected)
       // And back to a database of its own on the first server; writes work there.
-      yield* admin.move("mover", { to: "default", strategy: "database" }, () => {})
+      yield* admin.move("mover", { to: "default", strategy: "database" }, () => Effect.void)
       expect(yield* serverOf("mover")).toMatchObject({ server: "default", strategy: "database" })
       yield* writeNote("mover", "after the moves")
       expect((yield* titles("mover")).length).toBe(51)
       const [leftovers] = yield* Effect.flatMap(PlatformDb, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM tenant_moves`)
       expect(leftovers!.n).toBe(0)
       // Where it is already: nothing to do.
-      expect((yield* admin.move("mover", { to: "default" }, () => {})).moved).toBe(false)
+      expect((yield* admin.move("mover", { to: "default" }, () => Effect.void)).moved).toBe(false)
     }))
 
   it.effect("while a tenant moves, its writes are refused with 503 or land and are kept: none is lost; other tenants are served", () =>
@@ -187,7 +187,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       })
       const running = yield* Effect.fork(writer)
       yield* Effect.sleep("300 millis")
-      const summary = yield* admin.move("busy", { to: "second", strategy: "schema" }, () => {})
+      const summary = yield* admin.move("busy", { to: "second", strategy: "schema" }, () => Effect.void)
       yield* Effect.sleep("300 millis")
       stop = true
       yield* Fiber.join(running)
@@ -209,12 +209,12 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       yield* sql`UPDATE tenants SET moving_until = now() + interval '1 minute' WHERE id = 'claimed'`
       const refused = yield* Effect.flip(titles("claimed"))
       expect(refused).toMatchObject({ _tag: "TenantUnavailable", error: "tenant_unavailable" })
-      expect((yield* Effect.flip(admin.move("claimed", { to: "second" }, () => {})))._tag).toBe("TenantUnavailable")
+      expect((yield* Effect.flip(admin.move("claimed", { to: "second" }, () => Effect.void)))._tag).toBe("TenantUnavailable")
       // The mover died a while ago: its claim has lapsed, the tenant serves, and a new move goes through.
       yield* sql`UPDATE tenants SET moving_until = now() - interval '1 second' WHERE id = 'claimed'`
       yield* Effect.flatMap(TenantContexts, (c) => c.invalidate("claimed"))
       expect(yield* titles("claimed")).toEqual([])
-      expect((yield* admin.move("claimed", { to: "second" }, () => {})).moved).toBe(true)
+      expect((yield* admin.move("claimed", { to: "second" }, () => Effect.void)).moved).toBe(true)
     }))
 
   it.effect("an interrupted move leaves the tenant whole where it was, and the next run completes it", () =>
@@ -224,7 +224,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       for (let i = 0; i < 20; i++) yield* writeNote("halfway", `h${i}`)
       const before = yield* serverOf("halfway")
       // Interrupted once its new database exists on the second server.
-      const fiber = yield* Effect.fork(admin.move("halfway", { to: "second" }, () => {}))
+      const fiber = yield* Effect.fork(admin.move("halfway", { to: "second" }, () => Effect.void))
       const sql = yield* PlatformDb
       const target = yield* Effect.gen(function*() {
         while (true) {
@@ -237,7 +237,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       expect(yield* serverOf("halfway")).toEqual(before)
       expect((yield* titles("halfway")).length).toBe(20)
       expect(yield* databaseExists(secondUrl, target)).toBe(false)
-      const summary = yield* admin.move("halfway", { to: "second" }, () => {})
+      const summary = yield* admin.move("halfway", { to: "second" }, () => Effect.void)
       expect(summary.tables).toEqual([{ table: "notes", rows: 20 }])
       expect((yield* titles("halfway")).length).toBe(20)
     }))
@@ -249,7 +249,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       expect((yield* Effect.flip(registry.remove("nosuch")))._tag).toBe("ServerNotFound")
       const admin = yield* TenantAdmin
       for (const tenant of yield* admin.list) {
-        if (tenant.placement.server === "second") yield* admin.move(tenant.id, { to: "default" }, () => {})
+        if (tenant.placement.server === "second") yield* admin.move(tenant.id, { to: "default" }, () => Effect.void)
       }
       yield* registry.remove("second")
       expect((yield* registry.list).map((s) => s.name)).toEqual(["default"])
