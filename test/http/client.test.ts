@@ -155,6 +155,14 @@ layer(platform(), { excludeTestServices: true })("the API through its typed clie
       })
       expect((yield* admin.admin.listDomains({ path: { id } })).items).toEqual([domain])
 
+      // Servers: names and numbers, never a URL.
+      const servers = (yield* admin.admin.listServers()).items
+      expect(servers).toContainEqual(expect.objectContaining({ name: "default", status: "active", weight: 1 }))
+      expect(servers.find((s) => s.name === "default")!.tenants).toBeGreaterThan(0)
+      expect(JSON.stringify(servers)).not.toMatch(/postgres(ql)?:\/\//)
+      expect(yield* Effect.flip(admin.admin.createTenant({ payload: { id: missing, name: "M", server: "nowhere" } })))
+        .toMatchObject({ error: "bad_request", message: 'no server named "nowhere"' })
+
       for (
         const attempt of [
           admin.admin.getTenant({ path: { id: missing } }),
