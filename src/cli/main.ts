@@ -7,11 +7,12 @@ import { CliPlatform } from "./CliPlatform.js"
 import { clients } from "./clients.js"
 import { domains } from "./domains.js"
 import { migrate } from "./migrate.js"
+import { servers } from "./servers.js"
 import { tenants } from "./tenants.js"
 import { token } from "./token.js"
 
 // The server (HTTP, the API, authentication) is loaded only by `serve`: the
-// other commands start faster without it (README, "Build").
+// other commands start faster without it (README, "Build and start").
 const serve = Command.make("serve", {}, () =>
   Effect.flatMap(
     Effect.promise(() => import("../Server.js")),
@@ -22,11 +23,12 @@ const serve = Command.make("serve", {}, () =>
 // command runs, not for --help or a usage error); serve and token build their own.
 
 const root = Command.make("tenant-engine").pipe(
-  Command.withDescription("operate the tenant engine: tenants, service clients, domains, migrations, tokens"),
+  Command.withDescription("operate the tenant engine: tenants, servers, service clients, domains, migrations, tokens"),
   Command.withSubcommands([
     serve,
     Command.provide(migrate, CliPlatform),
     Command.provide(tenants, CliPlatform),
+    Command.provide(servers, CliPlatform),
     Command.provide(clients, CliPlatform),
     Command.provide(domains, CliPlatform),
     token
