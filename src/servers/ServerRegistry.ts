@@ -100,11 +100,27 @@ const make = Effect.gen(function*() {
 
   // The configured server, registered on first start (migration 0006 keeps a
   // row without URL for the tenants made before servers were registered).
-  yield* platform`
+  const configured = Redacted.value(config.adminUrl)
+  const [registeredDefault] = yield* platform`
     INSERT INTO servers (name, admin_url, max_connections)
-    VALUES (${DEFAULT_SERVER}, ${Redacted.value(config.adminUrl)}, ${config.connectionBudget})
+    VALUES (${DEFAULT_SERVER}, ${configured}, ${config.connectionBudget})
     ON CONFLICT (name) DO UPDATE SET admin_url = EXCLUDED.admin_url, max_connections = EXCLUDED.max_connections
-    WHERE servers.admin_url IS NULL`.pipe(orDie)
+    WHERE servers.admin_url IS NULL`.pipe(
+    Effect.zipRight(platform<{ admin_url: string | null }>`SELECT admin_url FROM servers WHERE name = ${DEFAULT_SERVER}`),
+    orDie
+  )
+  const registeredUrl = registeredDefault?.admin_url
+  if (registeredUrl != null && registeredUrl !== configured) {
+    const [was, now] = [serverOf(Redacted.make(registeredUrl)), serverOf(config.adminUrl)]
+    if (was === now) {
+      // Same server, other credentials (rotated): the configuration wins.
+      yield* platform`UPDATE servers SET admin_url = ${configured} WHERE name = ${DEFAULT_SERVER}`.pipe(orDie)
+    } else {
+      yield* Effect.logWarning(
+        `TENANT_DATABASE_URL names ${now}, but the default server is registered at ${was}: its tenants stay there`
+      )
+    }
+  }
 
   const rows = (name?: string) =>
     platform<ServerRow>`
