@@ -1,5 +1,5 @@
 import type { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Exit, Layer, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, Option, Schema } from "effect"
 import { domainToASCII } from "node:url"
 import { FOREIGN_KEY_VIOLATION, isSqlError, isUnavailable, orDie, sqlState } from "../db/SqlErrors.js"
 import { platformUnavailable, type ServiceUnavailable } from "../http/HttpErrors.js"
@@ -255,6 +255,10 @@ class EntryCache {
     if (entry !== undefined && !seen.some((covers) => covers(key, entry))) this.set(key, entry, now)
   }
 
+  delete(key: string) {
+    this.entries.delete(key)
+  }
+
   deleteWhere(covers: Covers) {
     for (const seen of this.inFlight) seen.push(covers)
     for (const [key, { entry }] of this.entries) if (covers(key, entry)) this.entries.delete(key)
@@ -349,11 +353,17 @@ const make = Effect.gen(function*() {
       counters.misses++
       const seen = cache.begin()
       return lookup.pipe(
-        // Stored only when changes are being applied: one made meanwhile would go unseen otherwise.
+        // What the database answered replaces what was cached, also while no
+        // connection listens: the cache answers from memory then only as a
+        // fallback (below), which must not be older than the last re-read, and
+        // a connection proven again empties it anyway.
         Effect.onExit((exit) =>
-          Effect.sync(() =>
-            cache.end(seen, key, Exit.isSuccess(exit) && notifications.listening() ? exit.value : undefined, now)
-          )
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) return cache.end(seen, key, exit.value, now)
+            cache.end(seen, key, undefined, now)
+            // Refused (unknown client, no tenant...) or a defect: no longer an entry to fall back on.
+            if (!Option.exists(Cause.failureOption(exit.cause), isServiceUnavailable)) cache.delete(key)
+          })
         ),
         Effect.catchIf(
           (error): error is ServiceUnavailable => isServiceUnavailable(error) && hit !== undefined && withinBound(),

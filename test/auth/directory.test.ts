@@ -419,4 +419,46 @@ layer(AuthStack({ adminUrl: inject("databaseUrl") }), { excludeTestServices: tru
       console.log(`platform down: the cached caller was served ${refused.startedAt - downAt} ms into the outage (bound 2000 ms), ` +
         `${stats.outageHits} time(s) from memory`)
     }))
+
+  it.scoped("what a re-read found is what the cache falls back on: a client refused on a re-read stays refused once the database goes down", () =>
+    Effect.gen(function*() {
+      const sql = yield* PlatformDb
+      const config = yield* PlatformConfig
+      const before = yield* listenerPids
+      // A wide bound: without the re-read's answer, the old entry would admit the client for 30 s.
+      const directory = yield* anotherDirectory({ accountCacheStaleness: Duration.seconds(30) })
+      const mine = [...(yield* listenerPids)].filter((pid) => !before.has(pid))
+      yield* ensureTenant("acme")
+      yield* directory.registerClient("acme", "reread-job", "Job")
+      const identity = { clientId: "reread-job", tenant: "acme" }
+      yield* directory.machine(identity)
+      yield* directory.machine(identity)
+
+      for (const pid of mine) yield* Effect.orDie(sql`SELECT pg_terminate_backend(${pid})`)
+      yield* Effect.orDie(sql`UPDATE service_clients SET disabled_at = now() WHERE client_id = 'reread-job'`)
+      const outcome = Effect.map(Effect.either(directory.machine(identity)), (e) => (e._tag === "Right" ? "ok" : e.left._tag))
+      expect(yield* eventually(outcome, (tag) => tag === "ClientDisabled")).toBe("ClientDisabled")
+
+      // Now the platform database refuses connections: the cache answers, with what the re-read found.
+      const database = new URL(Redacted.value(config.url)).pathname.slice(1)
+      const admin = new Pg.Client({ connectionString: inject("databaseUrl") })
+      yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          await admin.connect()
+          await admin.query(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS false`)
+          await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+        }),
+        () =>
+          Effect.promise(async () => {
+            await admin.query(`ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS true`)
+            await admin.end()
+          })
+      )
+      const outageHits = (yield* directory.stats).outageHits
+      expect(yield* outcome).toBe("ClientDisabled")
+      expect((yield* directory.stats).outageHits).toBe(outageHits + 1)
+      // A caller the database never answered for is not made up: 503.
+      expect(yield* Effect.map(Effect.either(directory.machine({ clientId: "never-seen-job" })), (e) => e._tag === "Left" && e.left._tag))
+        .toBe("ServiceUnavailable")
+    }))
 })
