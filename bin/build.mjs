@@ -8,7 +8,7 @@
 //
 // Why a bundle and not tsc's one file per module: Node 20 loads ES modules
 // one file at a time, and `effect` alone is ~600 files, ~0.25 s before any
-// of our code runs; one bundle loads in a fraction of that (README, "Build").
+// of our code runs; one bundle loads in a fraction of that (README, "Build and start").
 //
 // Layout: dist/src/main.js (server), dist/src/cli/main.js (CLI),
 // dist/migrations/<kind>/NNNN_name.js (one entry per migration, found by
