@@ -366,11 +366,16 @@ const make = Effect.gen(function*() {
           })
         ),
         Effect.catchIf(
-          (error): error is ServiceUnavailable => isServiceUnavailable(error) && hit !== undefined && withinBound(),
-          () => {
-            // The platform database does not answer: what was true no longer than the bound ago still serves.
+          (error): error is ServiceUnavailable => isServiceUnavailable(error),
+          (error) => {
+            // The platform database does not answer: what was true no longer
+            // than the bound ago still serves. The entry as it is now, not as
+            // this call found it: a concurrent re-read may have replaced it,
+            // or dropped it (then there is nothing to serve).
+            const latest = cache.get(key, Date.now())
+            if (latest === undefined || !withinBound()) return Effect.fail(error)
             counters.outageHits++
-            return Effect.succeed(hit!)
+            return Effect.succeed(latest)
           }
         )
       )
