@@ -146,8 +146,11 @@ const listenerConfig = (config: PgClient.PgClientConfig): Pg.ClientConfig => ({
   keepAlive: true
 })
 
-/** The payloads of CHANNEL on a new connection; fails when the connection does. */
-const notifications = (config: Pg.ClientConfig) =>
+/**
+ * The payloads of CHANNEL on a new connection; fails when the connection
+ * does. `listened` is completed once LISTEN has run.
+ */
+const notifications = (config: Pg.ClientConfig, listened: Deferred.Deferred<void>) =>
   Stream.asyncPush<string, Error>((emit) =>
     Effect.acquireRelease(
       Effect.tryPromise({
@@ -161,6 +164,7 @@ const notifications = (config: Pg.ClientConfig) =>
           try {
             await client.connect()
             await client.query(`LISTEN ${client.escapeIdentifier(CHANNEL)}`)
+            Deferred.unsafeDone(listened, Effect.void)
           } catch (error) {
             await client.end().catch(() => undefined)
             throw error
@@ -308,8 +312,19 @@ const make = Effect.gen(function*() {
   let warned = false
   /** One connection, from its opening to its loss. */
   const session = Effect.gen(function*() {
-    const receive = notifications(listenerConfig(platform.config)).pipe(Stream.runForEach(received))
+    const listened = yield* Deferred.make<void>()
+    const receive = notifications(listenerConfig(platform.config), listened).pipe(Stream.runForEach(received))
     const prove = Effect.gen(function*() {
+      // A ping sent before LISTEN has run never comes back: probing only then
+      // saves an echo's timeout (250 ms) on every start, the CLI's included.
+      // A connection that does not get that far within the probe's time ends
+      // the session, as a probe that failed did.
+      yield* Deferred.await(listened).pipe(
+        Effect.timeoutFail({
+          duration: Duration.max(heartbeat, Duration.seconds(1)),
+          onTimeout: () => new Cause.TimeoutException("LISTEN did not complete")
+        })
+      )
       yield* probe
       // Learn which processes are alive before changes start waiting for them.
       yield* notify({ type: "hello", from: instance, seq: ++seq })
