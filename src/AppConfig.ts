@@ -33,8 +33,19 @@ export interface Settings {
   readonly tenantIdleTimeout: Duration.Duration
   readonly tenantAcquireTimeout: Duration.Duration
   readonly tenantDatabasePrefix: string
+  /** Unset: the secret kept in `dataDir` (Environment), made on first start. */
+  readonly tenantRoleSecret: Option.Option<Redacted.Redacted<string>>
   readonly dataDir: string
+  /** GET /metrics is served (METRICS=off removes it). */
+  readonly metrics: boolean
+  /** The request histogram carries a `tenant` label: one series per tenant, off by default. */
+  readonly metricsTenantLabel: boolean
+  /** Where spans go (OTLP/HTTP); unset or OTEL_SDK_DISABLED=true: no tracer, no span at all. */
+  readonly otlpTracesEndpoint: Option.Option<string>
 }
+
+/** The least length of TENANT_ROLE_SECRET: 32 characters, say 24 random bytes in base64. */
+export const MIN_ROLE_SECRET_LENGTH = 32
 
 /** Log levels by name, as people write them (any case; `warn` or `warning`). */
 const LOG_LEVELS: Readonly<Record<string, LogLevel.LogLevel>> = {
@@ -71,6 +82,37 @@ const positive = (name: string) =>
   Config.integer(name).pipe(Config.validate({ message: `${name}: must be a positive integer`, validation: (n) => n > 0 }))
 
 const positiveInt = (name: string, fallback: number) => Config.withDefault(positive(name), fallback)
+
+const otlpUrl = (name: string) =>
+  Config.option(Config.url(name).pipe(
+    Config.map((url) => url.toString()),
+    Config.mapOrFail((url) =>
+      /^https?:/.test(url)
+        ? Either.right(url)
+        : Either.left(ConfigError.InvalidData([], `${name}: must be an http:// or https:// URL`))
+    )
+  ))
+
+/**
+ * Where spans are exported, from the standard OpenTelemetry variables:
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT; none
+ * when OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none. The exporter and
+ * the SDK read the other OTEL_* variables themselves (headers, timeout,
+ * compression, batching, sampler, service name and resource attributes).
+ */
+const otlpTracesEndpoint = Config.all({
+  traces: otlpUrl("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+  any: otlpUrl("OTEL_EXPORTER_OTLP_ENDPOINT"),
+  disabled: Config.withDefault(Config.boolean("OTEL_SDK_DISABLED"), false),
+  exporter: Config.withDefault(Config.string("OTEL_TRACES_EXPORTER"), "otlp")
+}).pipe(
+  Config.map(({ any, disabled, exporter, traces }) =>
+    disabled || exporter.trim().toLowerCase() === "none"
+      ? Option.none()
+      // As the exporter resolves them: the traces URL as it is, the base URL with /v1/traces.
+      : Option.orElse(traces, () => Option.map(any, (base) => base.replace(/\/*$/, "") + "/v1/traces"))
+  )
+)
 
 export const settingsConfig: Config.Config<Settings> = Config.all({
   databaseUrl: postgresUrl("DATABASE_URL"),
@@ -115,7 +157,22 @@ export const settingsConfig: Config.Config<Settings> = Config.all({
       validation: (prefix) => /^[a-z][a-z0-9_]{0,20}$/.test(prefix)
     })
   ),
-  dataDir: Config.withDefault(Config.string("DATA_DIR"), ".data")
+  tenantRoleSecret: Config.option(Config.redacted("TENANT_ROLE_SECRET")).pipe(
+    Config.validate({
+      message: `TENANT_ROLE_SECRET: must be at least ${MIN_ROLE_SECRET_LENGTH} characters (e.g. openssl rand -base64 32)`,
+      validation: (secret) =>
+        Option.match(secret, {
+          onNone: () => true,
+          onSome: (value) => Redacted.value(value).trim().length >= MIN_ROLE_SECRET_LENGTH
+        })
+    }),
+    // Trimmed: a secret pasted with a line break is the same secret.
+    Config.map(Option.map((value) => Redacted.make(Redacted.value(value).trim())))
+  ),
+  dataDir: Config.withDefault(Config.string("DATA_DIR"), ".data"),
+  metrics: Config.withDefault(Config.boolean("METRICS"), true),
+  metricsTenantLabel: Config.withDefault(Config.boolean("METRICS_TENANT_LABEL"), false),
+  otlpTracesEndpoint: otlpTracesEndpoint
 }).pipe(
   Config.validate({
     message: "TENANT_CONNECTION_BUDGET: must be at least TENANT_POOL_MAX",

@@ -2,7 +2,6 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Duration, Effect, Redacted, Schedule, Scope } from "effect"
-import { randomBytes } from "node:crypto"
 import Pg from "pg"
 import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
@@ -12,7 +11,7 @@ import { PlatformDb } from "../platform/PlatformDb.js"
 import type { ServerAddress } from "../servers/ServerRegistry.js"
 import { TenancyConfig } from "./TenancyConfig.js"
 import type { TenantStrategy } from "./Tenant.js"
-import type { TenantPlacement } from "./TenantPlacement.js"
+import { rolePassword, type TenantPlacement } from "./TenantPlacement.js"
 import { TenantMigrations } from "./TenantMigrations.js"
 
 const ident = Pg.escapeIdentifier
@@ -75,6 +74,26 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
         () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1))", [`${server.name}/${name}`]))
       ))
 
+  /**
+   * A derived password as a SQL literal (DDL takes no parameters). Derived
+   * passwords are base64url, safe inside a literal; anything else is refused
+   * rather than quoted, as it did not come from rolePassword.
+   */
+  const passwordLiteral = (password: Redacted.Redacted<string>) => {
+    const text = Redacted.value(password)
+    if (!/^[A-Za-z0-9_-]+$/.test(text)) throw new Error("a role password must be base64url")
+    return admin.literal(`'${text}'`)
+  }
+
+  /**
+   * Sets a login role's password (a rotation). Uninterruptible: once sent it
+   * completes on the server anyway, and the caller must know whether it did.
+   */
+  const setPassword = (role: string, password: Redacted.Redacted<string>) =>
+    Effect.uninterruptible(
+      Effect.suspend(() => admin`ALTER ROLE ${admin(role)} PASSWORD ${passwordLiteral(password)}`)
+    )
+
   // --- the template: a migrated database that new database tenants are copied from ---
 
   const templateLock = yield* Effect.makeSemaphore(1)
@@ -134,7 +153,8 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
   /**
    * Creates the shared database and its gateway role once per server (under
    * an advisory lock: several processes may try at once), records the
-   * gateway's login in the platform database, and opens this process's
+   * gateway's login in the platform database (its role and the version of
+   * its derived password, never the password), and opens this process's
    * administrative pool on it. Tenant roles there may not call `set_config`
    * nor run PL/pgSQL: with either they could issue a `SET ROLE` that
    * SchemaClient does not see.
@@ -143,9 +163,8 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
     yield* exclusively(sharedName)
     const recorded = yield* platform`SELECT 1 FROM shared_databases WHERE server = ${server.name} AND database = ${sharedName}`
     if (recorded.length === 0) {
-      const password = randomBytes(24).toString("base64url")
-      // The password is base64url: safe inside a literal, and DDL takes no parameters.
-      const withPassword = admin.literal(`'${password}'`)
+      const version = 1
+      const withPassword = passwordLiteral(rolePassword(config.roleSecret, { server: server.name, role: gatewayRole, version }))
       // A run cut off before it recorded the login may have made the role: take it over.
       yield* admin`CREATE ROLE ${admin(gatewayRole)} LOGIN NOINHERIT PASSWORD ${withPassword}`.pipe(
         Effect.catchIf(
@@ -172,8 +191,8 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
           `GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO ${ident(gatewayRole)}`
         ].join("; "))
       }))
-      yield* platform`INSERT INTO shared_databases (server, database, login_role, login_password)
-                      VALUES (${server.name}, ${sharedName}, ${gatewayRole}, ${password})`
+      yield* platform`INSERT INTO shared_databases (server, database, login_role, login_version)
+                      VALUES (${server.name}, ${sharedName}, ${gatewayRole}, ${version})`
     }
     // The shared pools' statement timeout is the gateway's own setting, not
     // a start-up parameter: a transaction-mode pooler in front refuses those.
@@ -212,11 +231,10 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
     Effect.gen(function*() {
       const role = admin(placement.role)
       const database = admin(placement.database)
-      // The password is base64url: safe inside a literal, and DDL takes no parameters.
       yield* Effect.uninterruptible(
-        admin`CREATE ROLE ${role} LOGIN PASSWORD ${admin.literal(`'${Redacted.value(placement.login.password)}'`)} IN ROLE ${
-          admin(appRole)
-        }`
+        Effect.suspend(() =>
+          admin`CREATE ROLE ${role} LOGIN PASSWORD ${passwordLiteral(placement.login.password)} IN ROLE ${admin(appRole)}`
+        )
       )
       // Copying fails while anyone is connected to the template (another process
       // preparing it); that lasts milliseconds, so try again briefly.
@@ -327,6 +345,7 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
     inSchema,
     createDatabase,
     createSchema,
+    setPassword,
     dropData,
     othersDisconnected,
     migrate

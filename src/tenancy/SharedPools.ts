@@ -20,6 +20,12 @@ export interface SharedPoolsOptions {
  * server), logged in as that database's gateway role. A pool opens when the
  * first schema tenant of its database needs it and stays open until the
  * service closes; every schema tenant's TenantSession runs on it.
+ *
+ * A rotated gateway password reaches an open pool through the contexts that
+ * reopen after the rotation: a placement with a higher login version than the
+ * pool's gives the pool its password, and the connections it opens from then
+ * on log in with it. Connections already open stay as they are (PostgreSQL
+ * checks a password only at login), so no work in flight is cut off.
  */
 export class SharedPools extends Context.Tag("tenant-engine/SharedPools")<SharedPools, {
   /** The pool of a schema tenant's shared database. */
@@ -29,9 +35,21 @@ export class SharedPools extends Context.Tag("tenant-engine/SharedPools")<Shared
   static readonly layer = (options: SharedPoolsOptions) => Layer.scoped(SharedPools, makeSharedPools(options))
 }
 
+const loginUrl = (placement: TenantPlacement) =>
+  login(placement.host, {
+    database: placement.database,
+    user: placement.login.user,
+    password: Redacted.value(placement.login.password)
+  })
+
 export const makeSharedPools = (options: SharedPoolsOptions) =>
   Effect.gen(function*() {
-    const pools = new Map<string, { readonly opening: Deferred.Deferred<Pg.Pool, TenantUnavailable>; readonly placement: TenantPlacement }>()
+    const pools = new Map<string, {
+      readonly opening: Deferred.Deferred<Pg.Pool, TenantUnavailable>
+      readonly placement: TenantPlacement
+      /** The login version the pool's new connections use. */
+      version: number
+    }>()
     const afterClose = options.afterClose ?? (() => Effect.void)
 
     const open = (placement: TenantPlacement) =>
@@ -40,11 +58,7 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
         Effect.tryPromise({
           try: () =>
             openPool({
-              url: login(placement.host, {
-                database: placement.database,
-                user: placement.login.user,
-                password: Redacted.value(placement.login.password)
-              }),
+              url: loginUrl(placement),
               maxConnections: options.connections,
               acquireTimeout: options.acquireTimeout,
               applicationName: "tenant-engine/shared",
@@ -69,9 +83,20 @@ export const makeSharedPools = (options: SharedPoolsOptions) =>
       Effect.suspend(() => {
         const key = `${placement.host}\n${placement.database}\n${placement.login.user}`
         const existing = pools.get(key)
-        if (existing !== undefined) return Deferred.await(existing.opening)
+        if (existing !== undefined) {
+          return Effect.tap(Deferred.await(existing.opening), (pool) =>
+            Effect.sync(() => {
+              // Only forward: a context built from a placement read before the
+              // rotation must not take the pool back to the old password.
+              if (placement.login.version <= existing.version) return
+              existing.version = placement.login.version
+              // pg makes each new connection from the pool's options, and its
+              // URL's password wins over any other setting: so the URL is replaced.
+              pool.options.connectionString = Redacted.value(loginUrl(placement))
+            }))
+        }
         return Effect.flatMap(Deferred.make<Pg.Pool, TenantUnavailable>(), (opening) => {
-          pools.set(key, { opening, placement })
+          pools.set(key, { opening, placement, version: placement.login.version })
           // Opened apart from the caller, so that a caller who gives up does not stop it for the others.
           return Effect.zipRight(
             open(placement).pipe(

@@ -9,6 +9,12 @@ export class TenancyConfig extends Context.Tag("tenant-engine/TenancyConfig")<Te
    * only used for those statements.
    */
   readonly adminUrl: Redacted.Redacted<string>
+  /**
+   * The secret tenant roles' passwords derive from (rolePassword): every
+   * engine process and the CLI on one platform database must have the same.
+   * The platform database keeps only each password's version.
+   */
+  readonly roleSecret: Redacted.Redacted<string>
   /** Prefix of tenant database, schema and role names: `tenant_` gives `tenant_acme`. */
   readonly databasePrefix: string
   /** The strategy of a new tenant when its creator names none. */

@@ -1,8 +1,10 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
+import type { Connection } from "@effect/sql/SqlConnection"
 import { Cause, Context, Deferred, Effect, FiberId, Layer, Option, Redacted, Runtime, Schema, Scope } from "effect"
-import { createHash, randomBytes } from "node:crypto"
+import { createHash } from "node:crypto"
+import { ApiError } from "../ApiError.js"
 import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion } from "../db/Migrations.js"
 import { orDie } from "../db/SqlErrors.js"
@@ -32,7 +34,7 @@ import {
   type TenantStrategy
 } from "./Tenant.js"
 import { TenantMigrations } from "./TenantMigrations.js"
-import type { TenantPlacement } from "./TenantPlacement.js"
+import { rolePassword, type TenantPlacement } from "./TenantPlacement.js"
 
 export interface ProvisionOptions {
   /** Default: the configured default strategy. */
@@ -54,6 +56,38 @@ export type MoveProgress =
   | { readonly step: "creating"; readonly server: string; readonly strategy: TenantStrategy }
   | { readonly step: "copied"; readonly table: string; readonly rows: number }
   | { readonly step: "switched"; readonly unavailableMillis: number }
+
+/** A login role whose password was rotated. */
+export interface CredentialRotation {
+  /** `role`: a database tenant's own role; `gateway`: a shared database's, which every schema tenant there logs in as. */
+  readonly kind: "role" | "gateway"
+  readonly server: string
+  readonly role: string
+  /** The new version of its password (the platform database keeps this, not the password). */
+  readonly version: number
+  /** It had a password stored in the platform database (made before migration 0008), removed now. */
+  readonly converted: boolean
+  /** The schema tenants that log in as it (a gateway), or the tenant (a role). */
+  readonly tenants: number
+}
+
+/** What `rotateAllCredentials` did: each role rotated, and each that could not be, with why. */
+export interface CredentialRotations {
+  readonly rotated: ReadonlyArray<CredentialRotation>
+  readonly failed: ReadonlyArray<{ readonly target: string; readonly message: string }>
+}
+
+/**
+ * A role's password could not be changed on its server (unreachable, or the
+ * role is gone). The platform database still names the version before: the
+ * role accepts the old password or, if the change went through before the
+ * failure was seen, the new one; running the rotation again sets the new one
+ * and records it.
+ */
+export class CredentialRotationFailed extends ApiError<CredentialRotationFailed>()("CredentialRotationFailed", {
+  code: "rotation_failed",
+  status: 500
+}) {}
 
 export interface MoveSummary {
   readonly tenantId: string
@@ -124,6 +158,21 @@ export class TenantDatabases extends Context.Tag("tenant-engine/TenantDatabases"
     drain: Effect.Effect<void>,
     onProgress: (progress: MoveProgress) => Effect.Effect<void>
   ) => Effect.Effect<MoveSummary, TenantNotFound | TenantUnavailable | InvalidTenant | ProvisioningFailed | MoveFailed>
+  /**
+   * Gives the login a tenant's sessions use a new password: a database
+   * tenant's own role, or (a schema tenant) its shared database's gateway,
+   * which every schema tenant there shares. The role is altered on its server
+   * first, then the new version recorded (the tenant's row locked meanwhile):
+   * every process then reopens the contexts concerned, which log in with the
+   * new password. A rotation cut off in between leaves the role on the new
+   * password and the row on the old version: new connections are refused until
+   * it is run again, which re-derives the same password and records it.
+   */
+  readonly rotateCredentials: (
+    id: string
+  ) => Effect.Effect<CredentialRotation, TenantNotFound | TenantUnavailable | CredentialRotationFailed>
+  /** Rotates every database tenant's role and every shared database's gateway; goes on past failures and reports them. */
+  readonly rotateAllCredentials: Effect.Effect<CredentialRotations>
 }>() {
   /** With the server registry it places tenants on. */
   static readonly layer = Layer.scoped(TenantDatabases, Effect.suspend(() => make)).pipe(
@@ -142,8 +191,18 @@ interface TenantRow {
   readonly db_name: string
   readonly db_schema: string | null
   readonly db_role: string
+  /** Only in rows made before migration 0008: the role's password as it was stored then. */
   readonly db_password: string | null
+  readonly credential_version: number
   readonly migration_state: "current" | "migrating" | "failed"
+}
+
+interface SharedLoginRow {
+  readonly server: string
+  readonly database: string
+  readonly login_role: string
+  readonly login_password: string | null
+  readonly login_version: number
 }
 
 const toTenant = (row: TenantRow) =>
@@ -250,12 +309,18 @@ const make = Effect.gen(function*() {
       )
     )
 
-  /** Where a tenant's data goes on a server under a strategy, its database or schema and role named `objectName`. */
+  /**
+   * Where a tenant's data goes on a server under a strategy, its database or
+   * schema and role named `objectName`; a database tenant's role logs in
+   * with the password of `version`. (A schema tenant's login is the
+   * gateway's, which createData does not need.)
+   */
   const placementOn = (
     admin: ServerAdmin,
     tenantId: string,
     strategy: TenantStrategy,
-    objectName: string
+    objectName: string,
+    version: number
   ): TenantPlacement =>
     strategy === "database"
       ? {
@@ -266,7 +331,11 @@ const make = Effect.gen(function*() {
         database: objectName,
         schema: null,
         role: objectName,
-        login: { user: objectName, password: Redacted.make(randomBytes(24).toString("base64url")) }
+        login: {
+          user: objectName,
+          password: rolePassword(config.roleSecret, { server: admin.name, role: objectName, version }),
+          version
+        }
       }
       : {
         tenantId,
@@ -276,7 +345,7 @@ const make = Effect.gen(function*() {
         database: names.shared,
         schema: objectName,
         role: objectName,
-        login: { user: names.gateway, password: Redacted.make("") }
+        login: { user: names.gateway, password: Redacted.make(""), version: 0 }
       }
 
   /**
@@ -316,7 +385,7 @@ const make = Effect.gen(function*() {
       provisioningFailed(`the administration of server ${server} could not be opened`)
     )
     const strategy = options.strategy ?? config.defaultStrategy
-    const placement = placementOn(admin, tenantId, strategy, databaseName(tenantId))
+    const placement = placementOn(admin, tenantId, strategy, databaseName(tenantId), 1)
     // Claiming the id first makes concurrent provisioning of one id safe:
     // exactly one insert wins, the others see the row and stop. The claim and
     // the step that completes it are uninterruptible, so an interruption is
@@ -325,11 +394,10 @@ const make = Effect.gen(function*() {
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const claimed = yield* platform`
-          INSERT INTO tenants (id, name, status, db_server, db_strategy, db_name, db_schema, db_role, db_password,
-                               schema_version)
+          INSERT INTO tenants (id, name, status, db_server, db_strategy, db_name, db_schema, db_role,
+                               credential_version, schema_version)
           VALUES (${tenantId}, ${name}, 'provisioning', ${placement.server}, ${strategy}, ${placement.database},
-                  ${placement.schema}, ${placement.role},
-                  ${strategy === "database" ? Redacted.value(placement.login.password) : null}, 0)
+                  ${placement.schema}, ${placement.role}, 1, 0)
           ON CONFLICT DO NOTHING
           RETURNING id`.pipe(orDie)
         if (claimed.length === 0) {
@@ -370,9 +438,16 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       // With the server's URL and the gateway's login of a schema tenant's shared database: one round trip.
       const rows = yield* platform<
-        TenantRow & { admin_url: string | null; login_role: string | null; login_password: string | null; moving: boolean }
+        TenantRow & {
+          admin_url: string | null
+          login_role: string | null
+          login_password: string | null
+          login_version: number | null
+          moving: boolean
+        }
       >`
-        SELECT t.*, v.admin_url, s.login_role, s.login_password, coalesce(t.moving_until > now(), false) AS moving
+        SELECT t.*, v.admin_url, s.login_role, s.login_password, s.login_version,
+               coalesce(t.moving_until > now(), false) AS moving
         FROM tenants t
         JOIN servers v ON v.name = t.db_server
         LEFT JOIN shared_databases s ON t.db_strategy = 'schema' AND s.server = t.db_server AND s.database = t.db_name
@@ -388,11 +463,19 @@ const make = Effect.gen(function*() {
       if (row.migration_state !== "current") {
         return yield* new TenantUnavailable({ message: `tenant ${id} is being migrated`, retryAfterSeconds: 5 })
       }
-      const user = row.db_strategy === "database" ? row.db_role : row.login_role
-      const password = row.db_strategy === "database" ? row.db_password : row.login_password
-      if (user === null || password === null || row.admin_url === null) {
+      // A database tenant logs in as its own role, a schema tenant as its
+      // shared database's gateway: with the password derived from the
+      // recorded version, or the one stored before migration 0008 until a
+      // rotation replaces it.
+      const [user, stored, version] = row.db_strategy === "database"
+        ? [row.db_role, row.db_password, row.credential_version]
+        : [row.login_role, row.login_password, row.login_version]
+      if (user === null || version === null || row.admin_url === null) {
         return yield* Effect.dieMessage(`the login of tenant ${id} is not recorded`)
       }
+      const password = stored !== null
+        ? Redacted.make(stored)
+        : rolePassword(config.roleSecret, { server: row.db_server, role: user, version })
       const placement: TenantPlacement = {
         tenantId: row.id,
         server: row.db_server,
@@ -401,7 +484,7 @@ const make = Effect.gen(function*() {
         database: row.db_name,
         schema: row.db_schema,
         role: row.db_role,
-        login: { user, password: Redacted.make(password) }
+        login: { user, password, version: stored !== null ? 0 : version }
       }
       return placement
     })
@@ -517,7 +600,10 @@ const make = Effect.gen(function*() {
       }
       const source = yield* adminOf(row.db_server).pipe(Effect.orDie)
       const target = yield* adminOf(server).pipe(Effect.orDie)
-      const placement = placementOn(target, id, strategy, yield* freeName(target, databaseName(id)))
+      // A new role's password is of the next version: a move rotates it too.
+      // (Counted for schema tenants as well, so that a version is never reused.)
+      const version = row.credential_version + 1
+      const placement = placementOn(target, id, strategy, yield* freeName(target, databaseName(id)), version)
       yield* platform`
         INSERT INTO tenant_moves (tenant_id, phase, from_server, from_strategy, from_database, from_schema, from_role,
                                   to_server, to_strategy, to_database, to_schema, to_role)
@@ -548,7 +634,7 @@ const make = Effect.gen(function*() {
         platform`
           UPDATE tenants SET db_server = ${server}, db_strategy = ${strategy}, db_name = ${placement.database},
                  db_schema = ${placement.schema}, db_role = ${placement.role},
-                 db_password = ${strategy === "database" ? Redacted.value(placement.login.password) : null},
+                 db_password = NULL, credential_version = ${version},
                  moving_until = NULL, updated_at = now()
           WHERE id = ${id}`,
         platform`UPDATE tenant_moves SET phase = 'switched' WHERE tenant_id = ${id}`
@@ -572,8 +658,161 @@ const make = Effect.gen(function*() {
     )
   })
 
+  // --- credentials ---
+
+  /**
+   * Runs `f` in a platform transaction on a connection of its own: COMMIT
+   * when it succeeds, ROLLBACK otherwise, so the rows it locks stay locked
+   * while it alters a role on a server. Not `platform.withTransaction`:
+   * @effect/sql keeps the open transaction in a context entry shared by every
+   * client, so the server's ALTER ROLE inside it would be sent to the
+   * platform database's transaction.
+   */
+  const inOwnTransaction = <A, E>(f: (connection: Connection) => Effect.Effect<A, E>) =>
+    Effect.gen(function*() {
+      const connection = yield* Effect.orDie(platform.reserve)
+      let committed = false
+      yield* Effect.acquireRelease(
+        orDie(connection.executeRaw("BEGIN", [])),
+        () => committed ? Effect.void : Effect.ignore(connection.executeRaw("ROLLBACK", []))
+      )
+      const result = yield* f(connection)
+      yield* orDie(connection.executeRaw("COMMIT", []))
+      committed = true
+      return result
+    }).pipe(Effect.scoped)
+
+  const rotationFailed = (what: string, server: string) => (cause: unknown) =>
+    Effect.zipRight(
+      Effect.logError(`rotating the password of ${what} on server ${server} failed`, cause),
+      new CredentialRotationFailed({
+        message: `the password of ${what} could not be changed on server ${server}; run the rotation again`
+      })
+    )
+
+  /** Sets the role's password of `version` on its server: the first step of a rotation. */
+  const alterRole = (server: string, role: string, version: number, what: string) =>
+    adminOf(server).pipe(
+      Effect.flatMap((admin) =>
+        admin.setPassword(role, rolePassword(config.roleSecret, { server, role, version }))
+      ),
+      Effect.catchAll(rotationFailed(what, server))
+    )
+
+  /** A database tenant's own role: altered, then its new version recorded and its stored password (if any) removed. */
+  const rotateRole = (id: string) =>
+    inOwnTransaction((connection) =>
+      Effect.gen(function*() {
+        const rows: ReadonlyArray<TenantRow & { moving: boolean }> = yield* orDie(connection.execute(
+          `SELECT *, coalesce(moving_until > now(), false) AS moving FROM tenants
+           WHERE id = $1 AND status IN ('active', 'suspended') FOR UPDATE`,
+          [id],
+          undefined
+        ))
+        const row = rows[0]
+        if (row === undefined) return yield* new TenantNotFound({ message: `no tenant ${id}` })
+        if (row.moving) {
+          return yield* new TenantUnavailable({
+            message: `tenant ${id} is being moved (its new role gets a new password); try again once the move is done`,
+            retryAfterSeconds: 5
+          })
+        }
+        if (row.db_strategy !== "database") {
+          return { kind: "schema", server: row.db_server, database: row.db_name } as const
+        }
+        const version = row.credential_version + 1
+        yield* alterRole(row.db_server, row.db_role, version, `tenant ${id}'s role`)
+        yield* orDie(connection.execute(
+          "UPDATE tenants SET credential_version = $2, db_password = NULL, updated_at = now() WHERE id = $1",
+          [id, version],
+          undefined
+        ))
+        const rotation: CredentialRotation = {
+          kind: "role",
+          server: row.db_server,
+          role: row.db_role,
+          version,
+          converted: row.db_password !== null,
+          tenants: 1
+        }
+        return { kind: "rotated", rotation } as const
+      })
+    )
+
+  /** A shared database's gateway: altered, then its new version recorded (the trigger tells every process). */
+  const rotateGateway = (server: string, database: string) =>
+    inOwnTransaction((connection) =>
+      Effect.gen(function*() {
+        const rows: ReadonlyArray<SharedLoginRow> = yield* orDie(connection.execute(
+          "SELECT * FROM shared_databases WHERE server = $1 AND database = $2 FOR UPDATE",
+          [server, database],
+          undefined
+        ))
+        const row = rows[0]
+        if (row === undefined) {
+          return yield* new CredentialRotationFailed({ message: `no shared database ${database} on server ${server}` })
+        }
+        const version = row.login_version + 1
+        yield* alterRole(server, row.login_role, version, `the gateway of ${database}`)
+        yield* orDie(connection.execute(
+          "UPDATE shared_databases SET login_version = $3, login_password = NULL WHERE server = $1 AND database = $2",
+          [server, database, version],
+          undefined
+        ))
+        const counted: ReadonlyArray<{ n: number }> = yield* orDie(connection.execute(
+          `SELECT count(*)::int AS n FROM tenants
+           WHERE db_strategy = 'schema' AND db_server = $1 AND db_name = $2 AND status IN ('active', 'suspended')`,
+          [server, database],
+          undefined
+        ))
+        const rotation: CredentialRotation = {
+          kind: "gateway",
+          server,
+          role: row.login_role,
+          version,
+          converted: row.login_password !== null,
+          tenants: counted[0]?.n ?? 0
+        }
+        return rotation
+      })
+    )
+
+  const rotateCredentials = Effect.fn("TenantDatabases.rotateCredentials")(function*(id: string) {
+    const outcome = yield* rotateRole(id)
+    if (outcome.kind === "rotated") return outcome.rotation
+    // A schema tenant's role cannot log in: its sessions log in as the gateway, which is rotated.
+    return yield* rotateGateway(outcome.server, outcome.database)
+  })
+
+  const rotateAllCredentials = Effect.gen(function*() {
+    const tenants = yield* platform<{ id: string }>`
+      SELECT id FROM tenants WHERE db_strategy = 'database' AND status IN ('active', 'suspended') ORDER BY id`.pipe(orDie)
+    const gateways = yield* platform<{ server: string; database: string }>`
+      SELECT server, database FROM shared_databases ORDER BY server, database`.pipe(orDie)
+    const outcomes = yield* Effect.forEach([
+      ...tenants.map(({ id }) => ({ target: `tenant ${id}`, rotate: rotateCredentials(id) })),
+      ...gateways.map(({ database, server }) => ({
+        target: `the gateway of ${database} on server ${server}`,
+        rotate: rotateGateway(server, database)
+      }))
+    ], ({ rotate, target }) =>
+      Effect.either(rotate).pipe(
+        Effect.map((outcome) => ({ target, outcome }))
+      ), { concurrency: 4 })
+    const rotated: Array<CredentialRotation> = []
+    const failed: Array<{ target: string; message: string }> = []
+    for (const { outcome, target } of outcomes) {
+      if (outcome._tag === "Right") rotated.push(outcome.right)
+      // A tenant deleted since the list was read has nothing left to rotate.
+      else if (outcome.left._tag !== "TenantNotFound") failed.push({ target, message: outcome.left.message })
+    }
+    return { rotated, failed }
+  })
+
   return TenantDatabases.of({
     provision,
+    rotateCredentials,
+    rotateAllCredentials,
     remove,
     migrate,
     move,

@@ -1,6 +1,6 @@
 import { Duration, Effect, Layer, Redacted } from "effect"
 import Pg from "pg"
-import { randomBytes } from "node:crypto"
+import { createHmac, randomBytes } from "node:crypto"
 import { withDatabase } from "../db/DatabaseUrl.js"
 import { PlatformConfig } from "../platform/PlatformConfig.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
@@ -25,7 +25,20 @@ export interface TestDatabasesOptions {
   readonly acquireTimeout?: Duration.DurationInput
   /** How often the notification connection proves it delivers (default 250 ms). */
   readonly notificationHeartbeat?: Duration.DurationInput
+  /** TENANT_ROLE_SECRET; default `testRoleSecret(namespace)`. */
+  readonly roleSecret?: string
 }
+
+/** Made once per test process: the test role secrets cannot be guessed from a namespace. */
+const testSecretKey = randomBytes(32)
+
+/**
+ * The tenant roles' secret testConfig gives a namespace: the same for every
+ * layer on the namespace in this process (two "engine processes" in a test
+ * must agree), and what a CLI child on it must be given as TENANT_ROLE_SECRET.
+ */
+export const testRoleSecret = (namespace: string) =>
+  createHmac("sha256", testSecretKey).update(namespace).digest("base64url")
 
 /**
  * A namespace of databases and roles on a test server, all under one random
@@ -73,6 +86,7 @@ export const testConfig = (options: TestDatabasesOptions, namespace = makeNamesp
     }),
     Layer.succeed(TenancyConfig, {
       adminUrl,
+      roleSecret: Redacted.make(options.roleSecret ?? testRoleSecret(namespace)),
       databasePrefix: `${namespace}_t_`,
       defaultStrategy: options.defaultStrategy ?? "database",
       maxConnectionsPerTenant: options.maxConnectionsPerTenant ?? 2,

@@ -12,7 +12,7 @@ import { HttpLive } from "../../src/http/HttpLive.js"
 import { Traffic } from "../../src/http/Traffic.js"
 import { PlatformLive } from "../../src/PlatformLive.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
-import { testConfig, type TestDatabasesOptions } from "../../src/testing/TestDatabases.js"
+import { testConfig, type TestDatabasesOptions, testRoleSecret } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { platformWith } from "../../src/PlatformLive.js"
 import { buildOnce, builtCli, repositoryRoot } from "./build.js"
@@ -74,6 +74,8 @@ export const cliEnvironment = (
     ...env,
     DATABASE_URL: urlOf(names.platformDatabase),
     TENANT_DATABASE_PREFIX: names.tenantPrefix,
+    // The secret testConfig gives the namespace: the child logs in as the same tenant roles.
+    TENANT_ROLE_SECRET: testRoleSecret(options.namespace),
     DATA_DIR: options.dataDir,
     NO_COLOR: "1",
     ...extra

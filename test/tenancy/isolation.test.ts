@@ -8,6 +8,7 @@ import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import type { TenantStrategy } from "../../src/tenancy/Tenant.js"
 import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import { rolePassword } from "../../src/tenancy/TenantPlacement.js"
 import { TestTenancy, TestUser } from "../../src/testing/index.js"
 import { STRATEGIES } from "../strategies.js"
 import { adminQuery, adminUrl } from "./support.js"
@@ -82,8 +83,8 @@ const databaseRoles = Effect.gen(function*() {
   expect(intoA.ok).toBe(false)
   if (!intoA.ok) expect(intoA.code).toBe("42501")
 
-  // Nor can it reach the platform's tenant registry (where every tenant's password is).
-  const registry = yield* asRole(a, yield* platformDatabase, ["SELECT db_password FROM tenants"])
+  // Nor can it reach the platform's tenant registry.
+  const registry = yield* asRole(a, yield* platformDatabase, ["SELECT db_role FROM tenants"])
   expect(registry.ok).toBe(false)
   if (!registry.ok) expect(registry.code).toBe("42501")
 
@@ -173,23 +174,29 @@ const schemaRoles = Effect.gen(function*() {
 
   // The gateway role, with the login recorded for the shared pool.
   const platform = yield* platformDatabase
-  const gateways = yield* adminQuery<{ login_role: string; login_password: string }>(
-    "SELECT login_role, login_password FROM shared_databases WHERE database = $1",
+  const gateways = yield* adminQuery<{ server: string; login_role: string; login_version: number }>(
+    "SELECT server, login_role, login_version FROM shared_databases WHERE database = $1",
     [shared],
     platform
   )
   expect(gateways).toHaveLength(1)
   const gateway = gateways[0]!
+  const { roleSecret } = yield* TenancyConfig
+  const gatewayPassword = rolePassword(roleSecret, {
+    server: gateway.server,
+    role: gateway.login_role,
+    version: gateway.login_version
+  })
   const asGateway = (database: string, statements: ReadonlyArray<string>) =>
     runAs(
-      Redacted.value(login(a.host, { database, user: gateway.login_role, password: gateway.login_password })),
+      Redacted.value(login(a.host, { database, user: gateway.login_role, password: Redacted.value(gatewayPassword) })),
       statements
     )
   // It logs in to the shared database, but by itself (NOINHERIT) reads no tenant's notes.
   expect(yield* asGateway(shared, ["SELECT 1 AS one"])).toEqual({ ok: true, results: [[{ one: 1 }]] })
   expect(yield* asGateway(shared, [`SELECT count(*) FROM ${notesOfA}`])).toMatchObject({ ok: false, at: 0, code: "42501" })
   // The platform database (every tenant, every gateway password): not even a connection.
-  const intoPlatform = yield* asGateway(platform, ["SELECT login_password FROM shared_databases"])
+  const intoPlatform = yield* asGateway(platform, ["SELECT login_version FROM shared_databases"])
   expect(intoPlatform).toMatchObject({ ok: false, at: -1, code: "42501" })
 })
 

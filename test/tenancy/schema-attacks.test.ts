@@ -13,6 +13,7 @@ import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import type { ManagedTenant } from "../../src/tenancy/Tenant.js"
 import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import { rolePassword } from "../../src/tenancy/TenantPlacement.js"
 import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { TestTenancy, TestUser } from "../../src/testing/index.js"
 import { adminQuery, adminUrl } from "./support.js"
@@ -168,15 +169,19 @@ layer(
     Effect.gen(function*() {
       const { schemaOf, shared, victim } = yield* setUp
       const platform = yield* PlatformDb
-      const [gateway] = yield* platform<{ login_role: string; login_password: string }>`
-        SELECT login_role, login_password FROM shared_databases`.pipe(Effect.orDie)
+      const { roleSecret } = yield* TenancyConfig
+      const [gateway] = yield* platform<{ server: string; login_role: string; login_version: number }>`
+        SELECT server, login_role, login_version FROM shared_databases`.pipe(Effect.orDie)
       expect(gateway).toBeDefined()
+      const gatewayPassword = Redacted.value(
+        rolePassword(roleSecret, { server: gateway!.server, role: gateway!.login_role, version: gateway!.login_version })
+      )
       const server = new URL(adminUrl)
       server.username = ""
       server.password = ""
       const connect = (database: string, statements: ReadonlyArray<string>) =>
         Effect.promise(async () => {
-          const url = login(server.toString(), { database, user: gateway!.login_role, password: gateway!.login_password })
+          const url = login(server.toString(), { database, user: gateway!.login_role, password: gatewayPassword })
           const client = new Pg.Client({ connectionString: Redacted.value(url) })
           client.on("error", () => {})
           const codes: Array<string> = []
