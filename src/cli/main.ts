@@ -5,6 +5,7 @@ import { readSettings } from "../AppConfig.js"
 import { describeError, messageOf } from "../ErrorText.js"
 import { CliPlatform } from "./CliPlatform.js"
 import { clients } from "./clients.js"
+import { doctor } from "./doctor.js"
 import { domains } from "./domains.js"
 import { migrate } from "./migrate.js"
 import { servers } from "./servers.js"
@@ -31,6 +32,7 @@ const root = Command.make("tenant-engine").pipe(
     Command.provide(servers, CliPlatform),
     Command.provide(clients, CliPlatform),
     Command.provide(domains, CliPlatform),
+    doctor,
     token
   ])
 )
