@@ -92,8 +92,12 @@ const withLock = async (base, f) => {
     } catch (error) {
       if (error.code !== "EEXIST") throw error
       const holder = Number(readFileSync(lock, "utf8").trim())
-      // An empty file is a lock being written this instant: wait for it like any other.
-      if (Number.isInteger(holder) && holder > 0 && !alive(holder)) {
+      // An empty file is a lock being written this instant, unless it is old:
+      // its writer died between creating it and writing its pid.
+      const orphaned = Number.isInteger(holder) && holder > 0
+        ? !alive(holder)
+        : Date.now() - statSync(lock).mtimeMs > 10_000
+      if (orphaned) {
         rmSync(lock, { force: true })
         continue
       }
@@ -169,6 +173,7 @@ export const build = (base = root) => withLock(base, () => bundle(base))
  * programs run before loading dist/. Nothing but a few stat calls when fresh.
  */
 export const ensureBuilt = async (base = root) => {
+  // Nothing to build from (dist/ shipped alone) or nothing changed: a few stat calls.
   if (staleness(base) === undefined) return false
   return withLock(base, async () => {
     // Another process may have built it while this one waited for the lock.
