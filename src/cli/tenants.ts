@@ -1,6 +1,7 @@
 import { Args, Command, Options, Prompt } from "@effect/cli"
 import { Console, Effect, Option, Schema } from "effect"
 import { ManagedTenant } from "../tenancy/Tenant.js"
+import type { CredentialRotation } from "../tenancy/TenantDatabases.js"
 import { tenantAdmin } from "./CliPlatform.js"
 import { move } from "./move.js"
 import { done, printRecord, printRows } from "./output.js"
@@ -91,7 +92,63 @@ const remove = Command.make(
     })
 ).pipe(Command.withDescription("delete a tenant: suspend, drain, drop its database, accounts, clients and domains"))
 
+/** One line for a rotated login: which role, where, its new version; never a password. */
+const describeRotation = (rotation: CredentialRotation) =>
+  (rotation.kind === "role"
+    ? `role ${rotation.role} on ${rotation.server}`
+    : `gateway ${rotation.role} on ${rotation.server} (shared by ${rotation.tenants} schema tenant(s))`) +
+  `: credential version ${rotation.version}` +
+  (rotation.converted ? "; its stored password is removed from the platform database" : "")
+
+const rotateCredentials = Command.make(
+  "rotate-credentials",
+  {
+    id: Args.optional(Args.text({ name: "ID" }).pipe(Args.withDescription("the tenant whose login gets a new password"))),
+    all: Options.boolean("all").pipe(
+      Options.withDescription("every database tenant's role and every server's gateway (schema tenants' login)")
+    ),
+    json
+  },
+  ({ all, id, json }) =>
+    Effect.gen(function*() {
+      const admin = yield* tenantAdmin
+      if (Option.isSome(id) === all) {
+        return yield* Effect.fail(new Error("name one tenant ID, or --all"))
+      }
+      if (Option.isSome(id)) {
+        const rotation = yield* admin.rotateCredentials(id.value)
+        return yield* json
+          ? printRecord({ tenantId: id.value, ...rotation }, true)
+          : done(`tenant ${id.value}: ${describeRotation(rotation)}`)
+      }
+      const { failed, rotated } = yield* admin.rotateAllCredentials
+      if (json) {
+        yield* Console.log(JSON.stringify({ rotated, failed }, null, 2))
+      } else {
+        for (const rotation of rotated) yield* Console.log(describeRotation(rotation))
+        for (const failure of failed) yield* Console.error(`${failure.target}: ${failure.message}`)
+        yield* done(`${rotated.length} login(s) rotated, ${failed.length} failed`)
+      }
+      if (failed.length > 0) {
+        return yield* Effect.fail(new Error(`${failed.length} login(s) could not be rotated; run the command again`))
+      }
+    })
+).pipe(
+  Command.withDescription(
+    "give tenant logins new passwords (derived from TENANT_ROLE_SECRET; the platform database keeps only their version)"
+  )
+)
+
 export const tenants = Command.make("tenants").pipe(
-  Command.withDescription("create, show, list, suspend, resume, move and delete tenants"),
-  Command.withSubcommands([create, show, list, setStatus("suspend", "suspended"), setStatus("resume", "active"), move, remove])
+  Command.withDescription("create, show, list, suspend, resume, move, delete tenants and rotate their credentials"),
+  Command.withSubcommands([
+    create,
+    show,
+    list,
+    setStatus("suspend", "suspended"),
+    setStatus("resume", "active"),
+    move,
+    rotateCredentials,
+    remove
+  ])
 )

@@ -30,6 +30,14 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
     options: Parameters<TenantDatabases["Type"]["move"]>[1],
     onProgress: Parameters<TenantDatabases["Type"]["move"]>[3]
   ) => ReturnType<TenantDatabases["Type"]["move"]>
+  /**
+   * A new password for the login a tenant's sessions use (its own role, or
+   * for a schema tenant its server's gateway); every process reopens the
+   * contexts concerned and logs in with it.
+   */
+  readonly rotateCredentials: TenantDatabases["Type"]["rotateCredentials"]
+  /** Every database tenant's role and every gateway; failures are reported, not stopped at. */
+  readonly rotateAllCredentials: TenantDatabases["Type"]["rotateAllCredentials"]
   readonly listServers: ServerRegistry["Type"]["list"]
   readonly addServer: ServerRegistry["Type"]["add"]
   readonly drainServer: ServerRegistry["Type"]["drain"]
@@ -61,6 +69,13 @@ export class TenantAdmin extends Context.Tag("tenant-engine/TenantAdmin")<Tenant
             Effect.tap(() => directory.invalidateTenant(id))
           ),
         move: (id, options, onProgress) => databases.move(id, options, contexts.drain(id, "10 seconds"), onProgress),
+        // The platform's triggers tell every process (this one too); this
+        // process's own context is dropped at once rather than a moment later.
+        rotateCredentials: (id) =>
+          databases.rotateCredentials(id).pipe(
+            Effect.tap((rotation) => rotation.kind === "role" ? contexts.invalidate(id) : Effect.void)
+          ),
+        rotateAllCredentials: databases.rotateAllCredentials,
         listServers: servers.list,
         addServer: servers.add,
         drainServer: servers.drain,

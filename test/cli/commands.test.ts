@@ -2,7 +2,7 @@ import { Command } from "@effect/cli"
 import { inject } from "vitest"
 import { NodeContext } from "@effect/platform-node"
 import { expect, layer } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, Option, Redacted } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -16,7 +16,9 @@ import { tenants } from "../../src/cli/tenants.js"
 import { token } from "../../src/cli/token.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
+import { withTenant } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
@@ -429,5 +431,66 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("operator CLI 
       ok(yield* run(["tenants", "move", "wanderer", "--to", "default"]))
       expect(ok(yield* run(["servers", "remove", "spare"]))).toBe("server spare removed")
       expect(failure(yield* run(["servers", "remove", "spare"]))).toBe("error: no server named \"spare\"")
+    }))
+
+  it.effect("tenants rotate-credentials: one tenant's role or gateway, --all, --json; never a password; refusals", () =>
+    Effect.gen(function*() {
+      const help = ok(yield* run(["tenants", "rotate-credentials", "--help"]))
+      for (const mention of ["--all", "--json", "<ID>"]) expect(help).toContain(mention)
+      ok(yield* run(["tenants", "create", "r-one", "--name", "R one"]))
+      ok(yield* run(["tenants", "create", "r-two", "--name", "R two", "--strategy", "schema"]))
+      const platform = yield* PlatformDb
+      const databases = yield* TenantDatabases
+      const passwords: Array<string> = []
+      const remember = (id: string) =>
+        Effect.map(databases.placement(id), (placement) => passwords.push(Redacted.value(placement.login.password)))
+      yield* remember("r-one")
+      yield* remember("r-two")
+
+      const role = yield* platform<{ db_role: string }>`SELECT db_role FROM tenants WHERE id = 'r-one'`
+      const one = yield* run(["tenants", "rotate-credentials", "r-one"])
+      expect(ok(one)).toBe(`tenant r-one: role ${role[0]!.db_role} on default: credential version 2`)
+      // A schema tenant logs in through its server's gateway: that is what turns.
+      const two = JSON.parse(ok(yield* run(["tenants", "rotate-credentials", "r-two", "--json"])))
+      expect(two).toEqual({
+        tenantId: "r-two",
+        kind: "gateway",
+        server: "default",
+        role: expect.stringMatching(/__gateway$/),
+        version: 2,
+        converted: false,
+        tenants: expect.any(Number)
+      })
+      yield* remember("r-one")
+      yield* remember("r-two")
+      const all = yield* run(["tenants", "rotate-credentials", "--all", "--json"])
+      const report = JSON.parse(ok(all))
+      expect(report.failed).toEqual([])
+      expect(report.rotated).toContainEqual(
+        { kind: "role", server: "default", role: role[0]!.db_role, version: 3, converted: false, tenants: 1 }
+      )
+      expect(report.rotated).toContainEqual(expect.objectContaining({ kind: "gateway", server: "default", version: 3 }))
+      const plain = ok(yield* run(["tenants", "rotate-credentials", "--all"]))
+      expect(plain).toMatch(/^role .+ on default: credential version 4$/m)
+      expect(plain).toMatch(/^\d+ login\(s\) rotated, 0 failed$/m)
+      yield* remember("r-one")
+      yield* remember("r-two")
+      // What the engine logs in with now was never printed, nor any before it.
+      for (const password of passwords) expect(one.stdout + JSON.stringify(two) + all.stdout + plain).not.toContain(password)
+      expect(new Set(passwords).size).toBe(passwords.length)
+      // Both still serve, on the new passwords.
+      const admin = yield* TenantAdmin
+      for (const id of ["r-one", "r-two"]) {
+        expect((yield* admin.find(id)).status).toBe("active")
+        expect(yield* Effect.flatMap(TenantSession, ({ sql }) => sql<{ one: number }>`SELECT 1 AS one`).pipe(withTenant(id)))
+          .toEqual([{ one: 1 }])
+      }
+
+      expect(failure(yield* run(["tenants", "rotate-credentials"]))).toBe("error: name one tenant ID, or --all")
+      expect(failure(yield* run(["tenants", "rotate-credentials", "r-one", "--all"]))).toBe(
+        "error: name one tenant ID, or --all"
+      )
+      expect(failure(yield* run(["tenants", "rotate-credentials", "nobody"]))).toBe("error: no tenant nobody")
+      expect(yield* platform`SELECT credential_version FROM tenants WHERE id = 'r-one'`).toEqual([{ credential_version: 4 }])
     }))
 })
