@@ -3,10 +3,12 @@ import Pg from "pg"
 import { readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { readSettings, type Settings, tenantAdminUrl } from "../AppConfig.js"
-import { withDatabase } from "../db/DatabaseUrl.js"
+import { login, serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { fromFolder, latestVersion, MIGRATIONS_TABLE, platformMigrations, tenantMigrations } from "../db/Migrations.js"
 import { describeError } from "../ErrorText.js"
 import { startEmbeddedPostgres } from "../platform/EmbeddedPostgres.js"
+import { roleSecretFile } from "../platform/Environment.js"
+import { rolePassword } from "../tenancy/TenantPlacement.js"
 
 /**
  * What `tenant-engine doctor` checks, each on its own and bounded in time, so
@@ -235,6 +237,8 @@ export const diagnose = (options: DoctorOptions) =>
     for (const url of [settings.databaseUrl, settings.tenantDatabaseUrl]) {
       if (Option.isSome(url)) secrets.add(url.value)
     }
+    const roleSecret = yield* readRoleSecret(settings)
+    if (Option.isSome(roleSecret)) secrets.add(roleSecret.value)
     // The issuers do not depend on the databases: checked meanwhile.
     const issuersFiber = yield* Effect.fork(
       Effect.forEach(issuerChecks(settings, options.timeout), (c) => c, { concurrency: "unbounded" })
@@ -287,8 +291,12 @@ export const diagnose = (options: DoctorOptions) =>
       : [Effect.succeed(check("fleet", "fail", "not checked: the platform database cannot be read", [
         "fix the platform database first (above)"
       ]))]
-    const [servers, fleetChecks] = yield* Effect.all([
+    const logins = Either.isRight(platformUrl) && Option.isSome(platform.state)
+      ? [tenantLoginsCheck(settings, roleSecret, platformUrl.right, platform.state.value, secrets, options.timeout)]
+      : []
+    const [servers, loginChecks, fleetChecks] = yield* Effect.all([
       Effect.forEach(serverChecksRun, (c) => c, { concurrency: "unbounded" }),
+      Effect.forEach(logins, (c) => c, { concurrency: "unbounded" }),
       Effect.forEach(fleet, (c) => c, { concurrency: "unbounded" })
     ], { concurrency: "unbounded" })
     const issuers = yield* issuersFiber
@@ -297,6 +305,7 @@ export const diagnose = (options: DoctorOptions) =>
       configurationCheck(settings, platformUrl, platform.state),
       platform.check,
       ...servers,
+      ...loginChecks,
       ...issuers,
       ...fleetChecks
     ]
@@ -339,6 +348,12 @@ const configurationCheck = (
   if (Option.isNone(settings.databaseUrl)) {
     warnings.push(`DATABASE_URL is unset: the embedded PostgreSQL in ${join(settings.dataDir, "postgres")} is used`)
     fixes.push("for production, set DATABASE_URL to a PostgreSQL server")
+  }
+  if (Option.isNone(settings.tenantRoleSecret) && Option.isSome(settings.databaseUrl)) {
+    warnings.push(
+      `TENANT_ROLE_SECRET is unset: tenant roles' passwords derive from the secret kept in ${roleSecretFile(settings.dataDir)}`
+    )
+    fixes.push("set the same TENANT_ROLE_SECRET for every engine process and the CLI on this platform database")
   }
   if (Option.isSome(settings.authJwksUrl) && settings.authIssuers.length > 1) {
     warnings.push(`AUTH_JWKS_URL is set with ${settings.authIssuers.length} issuers: every issuer's keys are read from that one URL`)
@@ -613,6 +628,131 @@ const serverCheck = (
       problems.map(([, , fix]) => fix)
     )
   })
+
+// --- tenant logins ---
+
+/** TENANT_ROLE_SECRET, or the one kept under the data folder; read only (never made here). */
+const readRoleSecret = (settings: Settings) =>
+  Option.match(settings.tenantRoleSecret, {
+    onSome: (secret) => Effect.succeed(Option.some(secret)),
+    onNone: () =>
+      Effect.promise(async () => {
+        const kept = (await readFile(roleSecretFile(settings.dataDir), "utf8").catch(() => "")).trim()
+        return kept === "" ? Option.none<Redacted.Redacted<string>>() : Option.some(Redacted.make(kept))
+      })
+  })
+
+interface DerivedLogin {
+  /** What logs in: a tenant's role, or a shared database's gateway. */
+  readonly what: string
+  readonly server: string
+  readonly database: string
+  readonly role: string
+  readonly version: number
+}
+
+interface LoginOutcome {
+  readonly derived: DerivedLogin
+  readonly outcome: "ok" | "refused" | "untried"
+}
+
+/**
+ * Tenant roles' passwords derive from TENANT_ROLE_SECRET; a process given
+ * another secret cannot log in as any of them, and its tenants get 503. One
+ * derived login per server and kind is tried with this configuration's secret:
+ * what every engine process on this platform database must share.
+ */
+const tenantLoginsCheck = (
+  settings: Settings,
+  secret: Option.Option<Redacted.Redacted<string>>,
+  platformUrl: Redacted.Redacted<string>,
+  state: PlatformState,
+  secrets: Secrets,
+  timeout: Duration.Duration
+): Effect.Effect<Check> =>
+  boundedCheck(timeout)(
+    "tenant logins",
+    Effect.gen(function*() {
+      const name = "tenant logins"
+      const sampled = yield* Effect.either(withClient(platformUrl, timeout, async (client) => {
+        // Before platform migration 8 every password is stored: nothing derives from the secret.
+        const { rows: derived } = await client.query<{ present: boolean }>(
+          `SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_schema = current_schema() AND table_name = 'tenants'
+                            AND column_name = 'credential_version') AS present`
+        )
+        if (derived[0]?.present !== true) return []
+        const tenants = await client.query<DerivedLogin>(
+          `SELECT DISTINCT ON (db_server) 'tenant ' || id AS what, db_server AS server, db_name AS database,
+                  db_role AS role, credential_version AS version
+           FROM tenants
+           WHERE db_strategy = 'database' AND db_password IS NULL AND status IN ('active', 'suspended')
+           ORDER BY db_server, id`
+        )
+        const gateways = await client.query<DerivedLogin>(
+          `SELECT DISTINCT ON (server) 'the gateway of ' || database AS what, server, database,
+                  login_role AS role, login_version AS version
+           FROM shared_databases WHERE login_password IS NULL ORDER BY server, database`
+        )
+        return [...tenants.rows, ...gateways.rows]
+      }))
+      if (Either.isLeft(sampled)) {
+        return check(name, "fail", `the tenants' logins cannot be read: ${sampled.left.message}`, [
+          "see the platform database's check above"
+        ])
+      }
+      if (sampled.right.length === 0) return check(name, "ok", "no login derived from TENANT_ROLE_SECRET to try")
+      const where = Option.isSome(settings.tenantRoleSecret) ? "TENANT_ROLE_SECRET" : roleSecretFile(settings.dataDir)
+      if (Option.isNone(secret)) {
+        return check(
+          name,
+          "fail",
+          `TENANT_ROLE_SECRET is unset and no secret is kept in ${roleSecretFile(settings.dataDir)}: ` +
+            "this configuration cannot log in as any tenant role",
+          ["set TENANT_ROLE_SECRET to the secret the engine processes on this platform database use"]
+        )
+      }
+      const outcomes = yield* Effect.forEach(sampled.right, (derived): Effect.Effect<LoginOutcome> => {
+        const server = state.servers.find((row) => row.name === derived.server)
+        if (server?.admin_url == null) return Effect.succeed({ derived, outcome: "untried" })
+        const password = rolePassword(secret.value, derived)
+        secrets.add(password)
+        const url = login(serverOf(Redacted.make(server.admin_url)), {
+          database: derived.database,
+          user: derived.role,
+          password: Redacted.value(password)
+        })
+        return withClient(url, timeout, (client) => client.query("SELECT 1")).pipe(
+          Effect.as<LoginOutcome>({ derived, outcome: "ok" }),
+          // Refused is this check's finding; not reaching the server is the server check's.
+          Effect.catchAll((problem) =>
+            Effect.succeed<LoginOutcome>({ derived, outcome: problem.code === "28P01" ? "refused" : "untried" })
+          )
+        )
+      }, { concurrency: "unbounded" })
+      const refused = outcomes.filter((o) => o.outcome === "refused")
+      const loggedIn = outcomes.filter((o) => o.outcome === "ok")
+      const untried = outcomes.filter((o) => o.outcome === "untried")
+      const detail = `${plural(loggedIn.length, "derived login")} of ${outcomes.length} tried logged in with the secret from ${where}` +
+        (untried.length > 0
+          ? `; not tried: ${untried.map((o) => `${o.derived.what} on ${o.derived.server} (its server did not let it try)`).join(", ")}`
+          : "")
+      if (refused.length > 0) {
+        return check(
+          name,
+          "fail",
+          `${detail}. Refused: ${refused.map((o) => `${o.derived.what} on ${o.derived.server}`).join(", ")}: ` +
+            "this secret is not the one their passwords were derived with (or a password was changed outside the engine), " +
+            "and a process holding it answers those tenants 503",
+          [
+            "give every engine process and the CLI on this platform database the same TENANT_ROLE_SECRET " +
+            `(unset, each uses the one kept in its DATA_DIR: ${roleSecretFile(settings.dataDir)} here)`
+          ]
+        )
+      }
+      return check(name, "ok", detail)
+    })
+  )
 
 // --- issuers ---
 

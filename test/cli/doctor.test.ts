@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import Pg from "pg"
 import { inject } from "vitest"
 import { doctor } from "../../src/cli/doctor.js"
 import { messageOf } from "../../src/ErrorText.js"
@@ -14,7 +15,7 @@ import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { platformWith } from "../../src/PlatformLive.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
-import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
+import { dropNamespace, makeNamespace, testConfig, testRoleSecret } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
 import { adminUrl, type Captured, captureConsole, cliEnvironment, namesOf, runCli, stripAnsi, urlOf } from "./support.js"
 
@@ -46,9 +47,12 @@ const TestLayer = platformWith(TenantMigrations.layer).pipe(
 /** A password no output may show: the one of a server registered at a closed port. */
 const GONE_PASSWORD = "doctorGoneSecret-7f3a"
 
+/** A TENANT_ROLE_SECRET other than the one the namespace's tenant roles were made with. */
+const WRONG_SECRET = "not-the-secret-the-roles-were-made-with-0123456789"
+
 /** Every password and URL the doctor handles in these tests. */
 const secrets = () => {
-  const found = [GONE_PASSWORD, adminUrl, secondUrl, urlOf(names.platformDatabase)]
+  const found = [GONE_PASSWORD, adminUrl, secondUrl, urlOf(names.platformDatabase), testRoleSecret(namespace), WRONG_SECRET]
   for (const url of [adminUrl, secondUrl]) {
     const password = new URL(url).password
     if (password !== "") found.push(password, decodeURIComponent(password))
@@ -67,6 +71,7 @@ const doctorEnvironment = (issuer: string | undefined, extra: Record<string, str
   TENANT_DATABASE_PREFIX: names.tenantPrefix,
   TENANT_CONNECTION_BUDGET: "20",
   TENANT_POOL_MAX: "2",
+  TENANT_ROLE_SECRET: testRoleSecret(namespace),
   DATA_DIR: dataDir,
   ...(issuer === undefined ? {} : { AUTH_ISSUER: issuer }),
   ...extra
@@ -134,6 +139,22 @@ const registerGoneServer = Effect.gen(function*() {
 
 const forgetGoneServer = sql(`DELETE FROM servers WHERE name = 'gone'`)
 
+/** Whether the test server checks passwords: a login with a wrong one is refused. */
+const checksPasswords = Effect.promise(async () => {
+  const url = new URL(adminUrl)
+  url.password = "surely-not-the-password"
+  const client = new Pg.Client({ connectionString: url.toString() })
+  client.on("error", () => undefined)
+  try {
+    await client.connect()
+    return false
+  } catch {
+    return true
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+})
+
 /** A minimal OpenID issuer whose answers carry a Date `offsetMillis` from now: a clock that is off. */
 const skewedIssuer = (offsetMillis: number) =>
   Effect.acquireRelease(
@@ -178,6 +199,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
         "configuration",
         "platform database",
         "server default",
+        "tenant logins",
         `issuer ${issuer.issuer}`,
         "fleet"
       ])
@@ -188,6 +210,8 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(byName(json.checks, "server default").detail).toMatch(/connections in use .*the engine holds \d+ of its allowance 20 \(\d+ claimed by 1 live process\)/)
       expect(byName(json.checks, `issuer ${issuer.issuer}`)).toMatchObject({ status: "ok" })
       expect(byName(json.checks, `issuer ${issuer.issuer}`).detail).toContain("clocks agree")
+      expect(byName(json.checks, "tenant logins")).toMatchObject({ status: "ok" })
+      expect(byName(json.checks, "tenant logins").detail).toMatch(/^1 derived login of 1 tried logged in with the secret from TENANT_ROLE_SECRET$/)
       expect(byName(json.checks, "fleet")).toMatchObject({ status: "ok" })
       expect(byName(json.checks, "fleet").detail).toMatch(/^1 tenant, schema version \d+: 1 current$/)
       expectNoSecret(json.output)
@@ -197,7 +221,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(Exit.isSuccess(table.exit)).toBe(true)
       const lines = stripAnsi(table.stdout).split("\n")
       expect(lines[0]).toMatch(/^ok {4}configuration {2,}valid: /)
-      expect(lines.filter((line) => /^(ok|WARN|FAIL) /.test(line))).toHaveLength(5)
+      expect(lines.filter((line) => /^(ok|WARN|FAIL) /.test(line))).toHaveLength(6)
       expect(lines.at(-1)).toMatch(/^0 failed, \d+ to look at, \d+ ok$/)
       expectNoSecret(table.stdout + table.stderr)
     }))
@@ -223,6 +247,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
         "server default",
         "server second",
         "server gone",
+        "tenant logins",
         `issuer ${issuer.issuer}`,
         "fleet"
       ])
@@ -261,6 +286,23 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(behind.failure).toBeUndefined()
       expect(byName(behind.checks, "fleet")).toMatchObject({ status: "warn", fix: "tenant-engine migrate" })
       expect(byName(behind.checks, "fleet").detail).toContain("1 tenant behind schema version")
+    }))
+
+  it.effect("a TENANT_ROLE_SECRET other than the tenants' roles were made with: fail, naming the login refused", () =>
+    Effect.gen(function*() {
+      const issuer = yield* TestIssuer
+      const result = yield* report(doctorEnvironment(issuer.issuer, { TENANT_ROLE_SECRET: WRONG_SECRET }))
+      if (!(yield* checksPasswords)) {
+        // A server that trusts its local connections (pg_hba `trust`) lets any password in: the engine's
+        // too, whatever its secret, so there is nothing wrong to find.
+        expect(byName(result.checks, "tenant logins").status).toBe("ok")
+        return
+      }
+      expect(result.failure).toBe("1 check failed: tenant logins")
+      const logins = byName(result.checks, "tenant logins")
+      expect(logins.detail).toContain("Refused: tenant doc-one on default")
+      expect(logins.fix).toContain("the same TENANT_ROLE_SECRET")
+      expectNoSecret(result.output)
     }))
 
   it.effect("the issuer: unreachable is a fail; a clock far off is a fail, one near the tolerance a warn", () =>
