@@ -103,6 +103,20 @@ export class DbStats {
     }
   }
 
+  /**
+   * Connections of tenant pools now, on this server, to databases whose names
+   * start with `prefix`: every client backend there except the engine's
+   * administrative ones (ADMIN_APPLICATIONS), which no connection allowance bounds.
+   */
+  async tenantPoolConnections(prefix: string): Promise<number> {
+    const { rows } = await this.client.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_stat_activity
+       WHERE backend_type = 'client backend' AND starts_with(datname, $1) AND NOT (application_name = ANY($2::text[]))`,
+      [prefix, ADMIN_APPLICATIONS]
+    )
+    return Number(rows[0]?.n ?? 0)
+  }
+
   /** The statements running now on one database (other than this reader's), their text shortened. */
   async activeStatements(database: string): Promise<ReadonlyArray<string>> {
     const { rows } = await this.client.query<{ q: string }>(
@@ -134,6 +148,14 @@ export class DbStats {
     return Number(rows[0]?.n ?? 0)
   }
 }
+
+/** application_name of the engine's administrative connections (src/tenancy/ServerAdmin.ts, TableCopy.ts). */
+export const ADMIN_APPLICATIONS: ReadonlyArray<string> = [
+  "tenant-engine/provisioning",
+  "tenant-engine/template",
+  "tenant-engine/migrate",
+  "tenant-engine/move"
+]
 
 /** Runs `sample` every `intervalMs` (each after the previous one ends) from start() until stop(). */
 abstract class IntervalSampler {
@@ -239,5 +261,23 @@ export class StatementSampler extends IntervalSampler {
   /** The most seen, most first. */
   top(n: number): ReadonlyArray<readonly [string, number]> {
     return [...this.seen.entries()].sort((a, b) => b[1] - a[1]).slice(0, n)
+  }
+}
+
+/** Samples tenant pools' connections on one server (tenantPoolConnections): the most at once, and how often above a limit. */
+export class AllowanceSampler extends IntervalSampler {
+  max = 0
+  samples = 0
+  above = 0
+
+  constructor(private readonly stats: DbStats, private readonly prefix: string, private readonly limit: number, intervalMs = 20) {
+    super(intervalMs)
+  }
+
+  protected async sample() {
+    const n = await this.stats.tenantPoolConnections(this.prefix)
+    this.samples++
+    this.max = Math.max(this.max, n)
+    if (n > this.limit) this.above++
   }
 }

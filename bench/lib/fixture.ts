@@ -72,6 +72,8 @@ export interface ProvisionedTenant {
   readonly clientId: string | undefined
   /** The client's account (the author of the seeded notes), when a client was registered. */
   readonly machineAccountId: string | undefined
+  /** The server it was placed on, as the engine answered (several servers: bench/servers.ts). */
+  readonly server?: string
 }
 
 export interface ProvisionOptions {
@@ -79,6 +81,8 @@ export interface ProvisionOptions {
   readonly strategy: Strategy
   /** Register a service client per tenant (machine tokens); default true. */
   readonly clients?: boolean
+  /** Sent as the request's `server` when given; otherwise the engine places the tenant. */
+  readonly server?: string
   readonly onProgress?: (done: number) => void
 }
 
@@ -96,15 +100,20 @@ export const provisionTenants = async (
     const created = await api(baseUrl, admin, "POST", "/v1/admin/tenants", {
       id,
       name: `Bench tenant ${id}`,
-      strategy: options.strategy
+      strategy: options.strategy,
+      ...(options.server !== undefined ? { server: options.server } : {})
     })
     if (created.status !== 201) throw new Error(`creating tenant ${id}: ${created.status} ${JSON.stringify(created.body)}`)
-    const placement = (created.body as { placement?: { strategy?: unknown } } | undefined)?.placement
+    const placement = (created.body as { placement?: { strategy?: unknown; server?: unknown } } | undefined)?.placement
     if (placement?.strategy !== options.strategy) {
       throw new Error(`tenant ${id} was made with placement ${JSON.stringify(placement)}, not ${options.strategy}`)
     }
+    if (options.server !== undefined && placement.server !== options.server) {
+      throw new Error(`tenant ${id} was placed on ${JSON.stringify(placement.server)}, not ${options.server}`)
+    }
+    const server = typeof placement.server === "string" ? { server: placement.server } : {}
     if (options.clients === false) {
-      out.push({ id, strategy: options.strategy, clientId: undefined, machineAccountId: undefined })
+      out.push({ id, strategy: options.strategy, clientId: undefined, machineAccountId: undefined, ...server })
     } else {
       const clientId = clientIdOf(id)
       const client = await api(baseUrl, admin, "POST", `/v1/admin/tenants/${id}/clients`, {
@@ -114,7 +123,7 @@ export const provisionTenants = async (
       if (client.status !== 201) throw new Error(`registering ${clientId}: ${client.status} ${JSON.stringify(client.body)}`)
       const accountId = (client.body as { accountId?: unknown }).accountId
       if (typeof accountId !== "string") throw new Error(`registering ${clientId}: no accountId in ${JSON.stringify(client.body)}`)
-      out.push({ id, strategy: options.strategy, clientId, machineAccountId: accountId })
+      out.push({ id, strategy: options.strategy, clientId, machineAccountId: accountId, ...server })
     }
     options.onProgress?.(++done)
   })
@@ -139,20 +148,23 @@ const SEED = (table: string) =>
  * `count` notes per tenant, written as the superuser straight into each
  * tenant's data (where the platform's `tenants` row places it: its own
  * database, or its schema in the shared database), one statement per tenant,
- * newest a second apart, created by the tenant's machine account.
+ * newest a second apart, created by the tenant's machine account. With
+ * several servers, `adminUrlOf` gives the superuser URL of each (by the name
+ * in the tenant's `db_server`); otherwise every tenant is on `adminUrl`'s.
  */
 export const seedNotes = async (
   adminUrl: string,
   platformDatabase: string,
   tenants: ReadonlyArray<ProvisionedTenant>,
   count: number,
-  concurrency: number
+  concurrency: number,
+  adminUrlOf: (server: string) => string = () => adminUrl
 ) => {
   const platform = new Pg.Client({ connectionString: onDatabase(adminUrl, platformDatabase) })
   await platform.connect()
-  const { rows } = await platform.query<{ id: string; db_strategy: Strategy; db_name: string; db_schema: string | null }>(
-    "SELECT id, db_strategy, db_name, db_schema FROM tenants"
-  )
+  const { rows } = await platform.query<
+    { id: string; db_server: string; db_strategy: Strategy; db_name: string; db_schema: string | null }
+  >("SELECT id, db_server, db_strategy, db_name, db_schema FROM tenants")
   await platform.end()
   const placements = new Map(rows.map((row) => [row.id, row]))
   const placementOf = (tenant: ProvisionedTenant) => {
@@ -164,7 +176,8 @@ export const seedNotes = async (
   const author = (tenant: ProvisionedTenant) => tenant.machineAccountId ?? SEED_AUTHOR
   // Database tenants: a connection to each database.
   await forEachLimited(tenants.filter((t) => t.strategy === "database"), concurrency, async (tenant) => {
-    const client = new Pg.Client({ connectionString: onDatabase(adminUrl, placementOf(tenant).db_name) })
+    const placement = placementOf(tenant)
+    const client = new Pg.Client({ connectionString: onDatabase(adminUrlOf(placement.db_server), placement.db_name) })
     await client.connect()
     try {
       await client.query(SEED("notes"), [author(tenant), count])
@@ -174,16 +187,18 @@ export const seedNotes = async (
   })
   // Schema tenants: a few connections to their shared database, a statement per schema.
   const bySchema = tenants.filter((t) => t.strategy === "schema")
+  // Keyed by the shared database's URL (its server and name).
   const byDatabase = new Map<string, Array<{ tenant: ProvisionedTenant; schema: string }>>()
   for (const tenant of bySchema) {
     const placement = placementOf(tenant)
     if (placement.db_schema === null) throw new Error(`schema tenant ${tenant.id} has no schema`)
-    byDatabase.set(placement.db_name, [...(byDatabase.get(placement.db_name) ?? []), { tenant, schema: placement.db_schema }])
+    const url = onDatabase(adminUrlOf(placement.db_server), placement.db_name)
+    byDatabase.set(url, [...(byDatabase.get(url) ?? []), { tenant, schema: placement.db_schema }])
   }
-  for (const [database, items] of byDatabase) {
+  for (const [url, items] of byDatabase) {
     const clients = await Promise.all(
       Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-        const client = new Pg.Client({ connectionString: onDatabase(adminUrl, database) })
+        const client = new Pg.Client({ connectionString: url })
         await client.connect()
         return client
       })
