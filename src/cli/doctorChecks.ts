@@ -494,7 +494,11 @@ const serverChecks = (
     // The registry cannot be read: the configured server can still be looked at.
     const target: ServerTarget = {
       name: "default",
-      url: tenantAdminUrl(settings, platformUrl),
+      // Without TENANT_DATABASE_URL it is the platform's server, whose platform
+      // database may be what is missing: the server itself is reached through `postgres`.
+      url: Option.isSome(settings.tenantDatabaseUrl)
+        ? tenantAdminUrl(settings, platformUrl)
+        : withDatabase(platformUrl, "postgres"),
       status: "active",
       allowance: settings.tenantConnectionBudget,
       tenants: 0,
