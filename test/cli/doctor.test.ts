@@ -4,6 +4,7 @@ import { expect, layer } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:http"
+import { createServer as createNetServer, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import Pg from "pg"
@@ -84,8 +85,8 @@ const runRoot = Command.run(root, { name: "tenant-engine", version: "0.1.0" })
  * The doctor in-process. The timeout is generous: a loaded 2-core machine
  * running other suites must not turn a healthy check into a failed one.
  */
-const runDoctor = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  captureConsole(runRoot(["node", "tenant-engine", "doctor", "--timeout", "60", ...args])).pipe(
+const runDoctor = (args: ReadonlyArray<string>, env: Record<string, string>, timeoutSeconds = 60) =>
+  captureConsole(runRoot(["node", "tenant-engine", "doctor", "--timeout", String(timeoutSeconds), ...args])).pipe(
     Effect.provide(NodeContext.layer),
     Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
   )
@@ -106,8 +107,8 @@ interface Report {
 }
 
 /** `doctor --json`, parsed, and whether the command failed (exit 1 in main.ts). */
-const report = (env: Record<string, string>) =>
-  Effect.map(runDoctor(["--json"], env), (result: Captured<void, unknown>): Report => {
+const report = (env: Record<string, string>, timeoutSeconds?: number) =>
+  Effect.map(runDoctor(["--json"], env, timeoutSeconds), (result: Captured<void, unknown>): Report => {
     const parsed = JSON.parse(result.stdout) as { ok: boolean; checks: ReadonlyArray<Check> }
     let failure: string | undefined = undefined
     if (Exit.isFailure(result.exit)) {
@@ -191,6 +192,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       const admin = yield* TenantAdmin
       const issuer = yield* TestIssuer
       yield* Effect.orDie(admin.create("doc-one", "Doctor One"))
+      yield* Effect.orDie(admin.create("doc-two", "Doctor Two", { strategy: "schema" }))
       const env = doctorEnvironment(issuer.issuer)
 
       const json = yield* report(env)
@@ -211,9 +213,11 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(byName(json.checks, `issuer ${issuer.issuer}`)).toMatchObject({ status: "ok" })
       expect(byName(json.checks, `issuer ${issuer.issuer}`).detail).toContain("clocks agree")
       expect(byName(json.checks, "tenant logins")).toMatchObject({ status: "ok" })
-      expect(byName(json.checks, "tenant logins").detail).toMatch(/^1 derived login of 1 tried logged in with the secret from TENANT_ROLE_SECRET$/)
+      expect(byName(json.checks, "tenant logins").detail).toBe(
+        "2 derived logins of 2 tried logged in with the secret from TENANT_ROLE_SECRET"
+      )
       expect(byName(json.checks, "fleet")).toMatchObject({ status: "ok" })
-      expect(byName(json.checks, "fleet").detail).toMatch(/^1 tenant, schema version \d+: 1 current$/)
+      expect(byName(json.checks, "fleet").detail).toMatch(/^2 tenants, schema version \d+: 2 current$/)
       expectNoSecret(json.output)
 
       // For people: one line per check, status first; a count at the end.
@@ -274,7 +278,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(failed.failure).toBe("1 check failed: fleet")
       const fleet = byName(failed.checks, "fleet")
       expect(fleet.status).toBe("fail")
-      expect(fleet.detail).toContain("1 tenant failed to migrate and answer 503: doc-one")
+      expect(fleet.detail).toContain("1 tenant failed to migrate and answer 503: doc-one (")
       expect(fleet.detail).toContain(`relation "notes" already exists`)
       expect(fleet.fix).toContain("tenant-engine migrate")
 
@@ -287,6 +291,43 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(byName(behind.checks, "fleet")).toMatchObject({ status: "warn", fix: "tenant-engine migrate" })
       expect(byName(behind.checks, "fleet").detail).toContain("1 tenant behind schema version")
     }))
+
+  it.effect("a server that takes the connection and never answers: its check fails at the timeout, the others are reported", () =>
+    Effect.gen(function*() {
+      const issuer = yield* TestIssuer
+      // Accepts TCP connections and says nothing: what a hung server or a half-dead proxy looks like.
+      const sockets: Array<Socket> = []
+      const silent = createNetServer((socket) => void sockets.push(socket))
+      const port = yield* Effect.acquireRelease(
+        Effect.async<number>((resume) => {
+          silent.listen(0, "127.0.0.1", () => {
+            const address = silent.address()
+            resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0))
+          })
+        }),
+        () =>
+          Effect.sync(() => {
+            for (const socket of sockets) socket.destroy()
+            silent.close()
+          })
+      )
+      yield* sql(
+        `INSERT INTO servers (name, admin_url, status, max_connections)
+         VALUES ('silent', 'postgres://postgres:${GONE_PASSWORD}@127.0.0.1:${port}/postgres', 'draining', 10)`
+      )
+      // 10 s: short enough to wait for, long enough for the platform database (which lists the servers)
+      // to answer on a loaded machine. Nothing else is asserted on but the silent server's check.
+      const result = yield* report(doctorEnvironment(issuer.issuer), 10).pipe(
+        Effect.ensuring(sql(`DELETE FROM servers WHERE name = 'silent'`))
+      )
+      expect(result.checks.map((c) => c.name)).toContain("fleet")
+      expect(result.checks.map((c) => c.name)).toContain(`issuer ${issuer.issuer}`)
+      const check = byName(result.checks, "server silent")
+      expect(check.status).toBe("fail")
+      expect(check.detail).toMatch(/timeout|no answer within 10 s/)
+      expect(result.failure).toContain("server silent")
+      expectNoSecret(result.output)
+    }).pipe(Effect.scoped))
 
   it.effect("a TENANT_ROLE_SECRET other than the tenants' roles were made with: fail, naming the login refused", () =>
     Effect.gen(function*() {
