@@ -378,9 +378,8 @@ const configurationCheck = (
       const configured = hostOf(tenantAdminUrl(settings, platformUrl.right))
       const registered = hostOf(Redacted.make(registeredDefault.admin_url))
       if (configured !== registered) {
-        warnings.push(
-          `TENANT_DATABASE_URL names ${configured}, but server default is registered at ${registered}: its tenants stay there`
-        )
+        const variable = Option.isSome(settings.tenantDatabaseUrl) ? "TENANT_DATABASE_URL" : "DATABASE_URL (no TENANT_DATABASE_URL)"
+        warnings.push(`${variable} names ${configured}, but server default is registered at ${registered}: its tenants stay there`)
         fixes.push("point TENANT_DATABASE_URL at the default server's host, or register the new one with tenant-engine servers add")
       }
     }
