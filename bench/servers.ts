@@ -395,6 +395,8 @@ interface MoveRow {
   readonly oldCopyGone: boolean
   /** Engine processes heartbeating during the move (the CLI's included), at most. */
   readonly liveProcesses: number
+  /** The least the engine claimed of each server during the move (its share: TENANT_CONNECTION_BUDGET alone). */
+  readonly engineLeastClaims: Readonly<Record<string, number>>
 }
 
 interface PlacementRow {
@@ -433,25 +435,44 @@ const placementExists = async (env: Env, p: PlacementRow) => {
   return schema.length > 0
 }
 
-const liveProcessesSampler = (env: Env, d: Deployment) => {
+/**
+ * Every 200 ms: the engine processes heartbeating (a CLI command that opens the
+ * platform's services heartbeats too), and what the engine (`engineId`'s row)
+ * claims of each server: its share shrinks while more processes are live.
+ */
+const liveProcessesSampler = (env: Env, d: Deployment, engineId: string | undefined) => {
   let most = 0
+  const leastClaims: Record<string, number> = {}
   let running = true
   const loop = (async () => {
     while (running) {
-      const rows = await query<{ n: number }>(
+      const rows = await query<{ id: string; claims: Record<string, number> }>(
         env.firstUrl,
         d.platformDatabase,
-        "SELECT count(*)::int AS n FROM engine_processes WHERE seen_at > now() - interval '10 seconds'"
-      ).catch(() => [{ n: 0 }])
-      most = Math.max(most, rows[0]?.n ?? 0)
+        "SELECT id::text AS id, claims FROM engine_processes WHERE seen_at > now() - interval '10 seconds'"
+      ).catch(() => [])
+      most = Math.max(most, rows.length)
+      for (const [server, n] of Object.entries(rows.find((row) => row.id === engineId)?.claims ?? {})) {
+        leastClaims[server] = Math.min(leastClaims[server] ?? n, n)
+      }
       await sleep(200)
     }
   })()
   return async () => {
     running = false
     await loop
-    return most
+    return { most, leastClaims }
   }
+}
+
+/** The one engine process live now (before a move): its row's id. */
+const engineProcessId = async (env: Env, d: Deployment) => {
+  const rows = await query<{ id: string }>(
+    env.firstUrl,
+    d.platformDatabase,
+    "SELECT id::text AS id FROM engine_processes WHERE seen_at > now() - interval '10 seconds'"
+  )
+  return rows.length === 1 ? rows[0]!.id : undefined
 }
 
 const moveUnderLoad = async (
@@ -469,7 +490,7 @@ const moveUnderLoad = async (
   const get = startLoad({ ...common, method: "GET", path: "/v1/notes?limit=20" })
   const post = startLoad({ ...common, method: "POST", path: "/v1/notes", body: NOTE_BODY })
   const loop = moverLoop(engine.baseUrl, mover.token, 2)
-  const processes = liveProcessesSampler(env, d)
+  const processes = liveProcessesSampler(env, d, await engineProcessId(env, d))
   await sleep(settings.moveMargin * 1000)
   log(`move ${label}: tenants move ${mover.id} ${args.join(" ")} --json`)
   const cliStarted = performance.now()
@@ -480,7 +501,7 @@ const moveUnderLoad = async (
   post.stop()
   const answers = await loop.stop()
   if (process.env["BENCH_SERVERS_TIMELINE"] === "1") printTimeline(answers, cliStarted, cliEnded)
-  const liveProcesses = await processes()
+  const { leastClaims: engineLeastClaims, most: liveProcesses } = await processes()
   const others = { get: await get.done, post: await post.done }
   // A failed move is a result too: reported, and the next move goes on from wherever the tenant is.
   const failure = run instanceof Error ? run.message.split("\n").filter((l) => l.startsWith("error:"))[0] ?? run.message : undefined
@@ -507,13 +528,15 @@ const moveUnderLoad = async (
     createdTotal: created.length,
     // After a failed move the tenant is still at `before`: nothing to have dropped.
     oldCopyGone: failure === undefined ? !(await placementExists(env, before)) : false,
-    liveProcesses
+    liveProcesses,
+    engineLeastClaims
   }
   log(
     `move ${label}: ${failure !== undefined ? `FAILED (${failure}); ` : ""}unavailable ${fmt(summary.unavailableMillis)} ms (engine), ${fmt(row.outside?.millis ?? NaN)} ms seen from outside ` +
       `(${row.outside?.refused ?? 0} × 503); CLI ${fmt(row.cliMillis)} ms; rows ${summary.tables.map((t) => `${t.table} ${t.rows}`).join(", ")}; ` +
       `others non-2xx ${others.get.non2xx + others.post.non2xx}, errors ${others.get.errors + others.post.errors}; ` +
-      `notes ${notes.total}/${row.notesExpected}; live processes ${liveProcesses}`
+      `notes ${notes.total}/${row.notesExpected}; live processes ${liveProcesses}, ` +
+      `the engine's least claims ${JSON.stringify(engineLeastClaims)}; others' p99 GET ${others.get.p99} ms, POST ${others.post.p99} ms`
   )
   return row
 }
@@ -732,15 +755,16 @@ const report = (r: Results) => {
     "",
     "### Moves under load",
     "",
-    "| move | command | unavailable (engine's summary) ms | 503 window seen from outside ms | moving tenant: answers / 2xx / 503 (with Retry-After) / other | CLI process wall ms | rows copied | other tenants: requests served, req/s GET + POST | other tenants: non-2xx / errors | notes after (expected) | created during the moves found | old copy dropped | engine processes live during the move |",
-    "|---|---|---:|---:|---|---:|---|---|---|---|---|---|---:|",
+    "| move | command | unavailable (engine's summary) ms | 503 window seen from outside ms | moving tenant: answers / 2xx / 503 (with Retry-After) / other | CLI process wall ms | rows copied | other tenants: requests served, req/s GET + POST | other tenants: p99 ms GET / POST | other tenants: non-2xx / errors | notes after (expected) | created during the moves found | old copy dropped | engine processes live during the move (the CLI's included) | the engine's least claim during the move |",
+    "|---|---|---:|---:|---|---:|---|---|---|---|---|---|---|---:|---|",
     ...r.moves.map((m) =>
       `| ${m.label} | \`tenants move ID ${m.args.join(" ")} --json\`${m.failure !== undefined ? ` FAILED: ${m.failure}` : ""} | ${fmt(m.summary.unavailableMillis)} | ${fmt(m.outside?.millis ?? NaN)} | ` +
       `${m.moverAnswers} / ${m.moverOk} / ${m.outside?.refused ?? 0} (${m.outside?.withRetryAfter ?? 0}) / ${m.moverOther.length === 0 ? 0 : m.moverOther.join(", ")} | ` +
       `${fmt(m.cliMillis)} | ${m.summary.tables.map((t) => `${t.table}: ${t.rows}`).join(", ")} | ` +
-      `${okCount(m.others.get) + okCount(m.others.post)}, ${fmt(m.others.get.rps)} + ${fmt(m.others.post.rps)} | ` +
+      `${okCount(m.others.get) + okCount(m.others.post)}, ${fmt(m.others.get.rps)} + ${fmt(m.others.post.rps)} | ${m.others.get.p99} / ${m.others.post.p99} | ` +
       `${statusText(m.others.get)} + ${statusText(m.others.post)} / ${m.others.get.errors + m.others.post.errors} | ` +
-      `${m.notesAfter} (${m.notesExpected}) | ${m.createdFound} of ${m.createdTotal} | ${m.oldCopyGone ? "yes" : "NO"} | ${m.liveProcesses} |`
+      `${m.notesAfter} (${m.notesExpected}) | ${m.createdFound} of ${m.createdTotal} | ${m.oldCopyGone ? "yes" : "NO"} | ${m.liveProcesses} | ` +
+      `${Object.entries(m.engineLeastClaims).map(([server, n]) => `${server} ${n}`).join(", ") || "—"} |`
     ),
     "",
     `The CLI's wall time includes its start-up: \`tenant-engine servers list --json\` took ${fmt(r.startupMillis)} ms as a process on the same platform database.`,
@@ -783,7 +807,9 @@ const report = (r: Results) => {
     "superuser: the seeded ones plus every note whose POST got 201 during the moves. Errors on other tenants: any answer " +
     "outside 2xx and any connection error of the autocannon runs over them (autocannon drops the requests in flight when it is " +
     "stopped; they are not counted). Engine processes live: rows of engine_processes seen in the last 10 s (every 200 ms); " +
-    "the CLI command heartbeats there as well.",
+    "the CLI command heartbeats there as well, so while it runs the engine's share of each server's allowance is halved: " +
+    "the engine's least claim is the smallest number its own row claimed of each server during the move (alone, it claims " +
+    "the whole allowance, at most TENANT_CONNECTION_BUDGET).",
     ""
   ]
   console.log("\n" + targets.map(([what, value, ok]) => `${ok} ${what}: ${value}`).join("\n"))
