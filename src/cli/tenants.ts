@@ -121,13 +121,16 @@ const rotateCredentials = Command.make(
           ? printRecord({ tenantId: id.value, ...rotation }, true)
           : done(`tenant ${id.value}: ${describeRotation(rotation)}`)
       }
-      const { failed, rotated } = yield* admin.rotateAllCredentials
+      const { failed, rotated, secretAdopted } = yield* admin.rotateAllCredentials
       if (json) {
-        yield* Console.log(JSON.stringify({ rotated, failed }, null, 2))
+        yield* Console.log(JSON.stringify({ rotated, failed, secretAdopted }, null, 2))
       } else {
         for (const rotation of rotated) yield* Console.log(describeRotation(rotation))
         for (const failure of failed) yield* Console.error(`${failure.target}: ${failure.message}`)
         yield* done(`${rotated.length} login(s) rotated, ${failed.length} failed`)
+        if (secretAdopted) {
+          yield* done("the tenant roles' passwords derive from this TENANT_ROLE_SECRET from now on: give it to every process")
+        }
       }
       if (failed.length > 0) {
         return yield* Effect.fail(new Error(`${failed.length} login(s) could not be rotated; run the command again`))

@@ -34,7 +34,7 @@ import {
   type TenantStrategy
 } from "./Tenant.js"
 import { TenantMigrations } from "./TenantMigrations.js"
-import { rolePassword, type TenantPlacement } from "./TenantPlacement.js"
+import { rolePassword, secretFingerprint, type TenantPlacement } from "./TenantPlacement.js"
 
 export interface ProvisionOptions {
   /** Default: the configured default strategy. */
@@ -75,6 +75,8 @@ export interface CredentialRotation {
 export interface CredentialRotations {
   readonly rotated: ReadonlyArray<CredentialRotation>
   readonly failed: ReadonlyArray<{ readonly target: string; readonly message: string }>
+  /** This process's TENANT_ROLE_SECRET was not the recorded one, and is now (every login was rotated with it). */
+  readonly secretAdopted: boolean
 }
 
 /**
@@ -261,6 +263,26 @@ const make = Effect.gen(function*() {
   const context = yield* Effect.context<PlatformDb | TenancyConfig | TenantMigrations | Reactivity.Reactivity>()
   const layerScope = yield* Effect.scope
   const names = serverObjectNames(config.databasePrefix)
+
+  // The secret this process derives passwords with, against the one recorded
+  // (the first process on a platform database records its own). With another
+  // one it can log in as no tenant role: it says so here, refuses to make
+  // roles, and its tenants' contexts do not open.
+  const fingerprint = secretFingerprint(config.roleSecret)
+  const secretDiffers = "this process's TENANT_ROLE_SECRET is not the one the tenant roles' passwords derive from, " +
+    "so it cannot log in as them: give every engine process and the CLI the same secret, or adopt this one " +
+    "with `tenant-engine tenants rotate-credentials --all`"
+  const recordedSecret = platform<{ fingerprint: string }>`SELECT fingerprint FROM role_secret`.pipe(
+    orDie,
+    Effect.map((rows) => rows[0]?.fingerprint)
+  )
+  yield* platform`INSERT INTO role_secret (fingerprint) VALUES (${fingerprint}) ON CONFLICT DO NOTHING`.pipe(orDie)
+  if ((yield* recordedSecret) !== fingerprint) yield* Effect.logError(secretDiffers)
+  /** Said once per process, not once per request refused. */
+  let secretDiffersLogged = false
+  const sameSecret = <E>(onDiffers: (message: string) => E) =>
+    Effect.flatMap(recordedSecret, (recorded) => recorded === fingerprint ? Effect.void : Effect.fail(onDiffers(secretDiffers)))
+
   const databaseName = (id: string) => {
     const name = config.databasePrefix + id.replaceAll("-", "_")
     if (Buffer.byteLength(name) <= MAX_IDENTIFIER_BYTES) return name
@@ -385,6 +407,7 @@ const make = Effect.gen(function*() {
       provisioningFailed(`the administration of server ${server} could not be opened`)
     )
     const strategy = options.strategy ?? config.defaultStrategy
+    yield* sameSecret((message) => new ProvisioningFailed({ message }))
     const placement = placementOn(admin, tenantId, strategy, databaseName(tenantId), 1)
     // Claiming the id first makes concurrent provisioning of one id safe:
     // exactly one insert wins, the others see the row and stop. The claim and
@@ -444,10 +467,12 @@ const make = Effect.gen(function*() {
           login_password: string | null
           login_version: number | null
           moving: boolean
+          secret_fingerprint: string | null
         }
       >`
         SELECT t.*, v.admin_url, s.login_role, s.login_password, s.login_version,
-               coalesce(t.moving_until > now(), false) AS moving
+               coalesce(t.moving_until > now(), false) AS moving,
+               (SELECT fingerprint FROM role_secret) AS secret_fingerprint
         FROM tenants t
         JOIN servers v ON v.name = t.db_server
         LEFT JOIN shared_databases s ON t.db_strategy = 'schema' AND s.server = t.db_server AND s.database = t.db_name
@@ -472,6 +497,11 @@ const make = Effect.gen(function*() {
         : [row.login_role, row.login_password, row.login_version]
       if (user === null || version === null || row.admin_url === null) {
         return yield* Effect.dieMessage(`the login of tenant ${id} is not recorded`)
+      }
+      if (stored === null && row.secret_fingerprint !== fingerprint) {
+        if (!secretDiffersLogged) yield* Effect.logError(secretDiffers)
+        secretDiffersLogged = true
+        return yield* new TenantUnavailable({ message: `the database of tenant ${id} is unavailable`, retryAfterSeconds: 5 })
       }
       const password = stored !== null
         ? Redacted.make(stored)
@@ -598,6 +628,7 @@ const make = Effect.gen(function*() {
         yield* release
         return { tenantId: id, moved: false, from, to: from, tables: [], unavailableMillis: Date.now() - startedAt }
       }
+      yield* sameSecret((message) => new MoveFailed({ message }))
       const source = yield* adminOf(row.db_server).pipe(Effect.orDie)
       const target = yield* adminOf(server).pipe(Effect.orDie)
       // A new role's password is of the next version: a move rotates it too.
@@ -777,11 +808,18 @@ const make = Effect.gen(function*() {
       })
     )
 
-  const rotateCredentials = Effect.fn("TenantDatabases.rotateCredentials")(function*(id: string) {
+  /** One tenant's login, whatever secret is recorded (`--all` adopts this process's once every login has turned). */
+  const rotateLogin = (id: string) => Effect.gen(function*() {
     const outcome = yield* rotateRole(id)
     if (outcome.kind === "rotated") return outcome.rotation
     // A schema tenant's role cannot log in: its sessions log in as the gateway, which is rotated.
     return yield* rotateGateway(outcome.server, outcome.database)
+  })
+
+  /** With another secret than the recorded one, a single login is not rotated: logins would be of two secrets. */
+  const rotateCredentials = Effect.fn("TenantDatabases.rotateCredentials")(function*(id: string) {
+    yield* sameSecret((message) => new CredentialRotationFailed({ message }))
+    return yield* rotateLogin(id)
   })
 
   const rotateAllCredentials = Effect.gen(function*() {
@@ -790,7 +828,7 @@ const make = Effect.gen(function*() {
     const gateways = yield* platform<{ server: string; database: string }>`
       SELECT server, database FROM shared_databases ORDER BY server, database`.pipe(orDie)
     const outcomes = yield* Effect.forEach([
-      ...tenants.map(({ id }) => ({ target: `tenant ${id}`, rotate: rotateCredentials(id) })),
+      ...tenants.map(({ id }) => ({ target: `tenant ${id}`, rotate: rotateLogin(id) })),
       ...gateways.map(({ database, server }) => ({
         target: `the gateway of ${database} on server ${server}`,
         rotate: rotateGateway(server, database)
@@ -806,7 +844,15 @@ const make = Effect.gen(function*() {
       // A tenant deleted since the list was read has nothing left to rotate.
       else if (outcome.left._tag !== "TenantNotFound") failed.push({ target, message: outcome.left.message })
     }
-    return { rotated, failed }
+    // Every login now derives from this process's secret: it is the one recorded from here on.
+    const secretAdopted = failed.length === 0 && (yield* recordedSecret) !== fingerprint
+    if (secretAdopted) {
+      yield* platform`
+        INSERT INTO role_secret (fingerprint) VALUES (${fingerprint})
+        ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, recorded_at = now()`.pipe(orDie)
+      yield* Effect.logWarning("the tenant roles' passwords derive from this process's TENANT_ROLE_SECRET from now on")
+    }
+    return { rotated, failed, secretAdopted }
   })
 
   return TenantDatabases.of({

@@ -61,3 +61,11 @@ export const rolePassword = (secret: Redacted.Redacted<string>, credential: Role
       .update(`${credential.server}/${credential.role}/${credential.version}`)
       .digest("base64url")
   )
+
+/**
+ * What tells one TENANT_ROLE_SECRET from another without giving it away: an
+ * HMAC of a fixed text under it. The text has no `/<version>` at its end, so
+ * it is never a role's password.
+ */
+export const secretFingerprint = (secret: Redacted.Redacted<string>) =>
+  createHmac("sha256", Redacted.value(secret)).update("tenant-engine/role-secret-fingerprint").digest("base64url")

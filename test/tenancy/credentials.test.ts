@@ -1,5 +1,6 @@
 import { expect, it as plain, layer } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Layer, Option, Redacted } from "effect"
+import { ConfigProvider, Context, Effect, Exit, Layer, Logger, Option, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -144,17 +145,28 @@ const platformDump = Effect.gen(function*() {
   return { columns, values: [...values].filter((value) => value !== "") }
 })
 
-/** The same tenancy as another engine process would have: its own pools, notifications and contexts. */
-const anotherProcess = Effect.gen(function*() {
-  const platform = yield* PlatformConfig
-  const tenancy = yield* TenancyConfig
-  return yield* Layer.build(
-    tenancyWith(TenantMigrations.layer).pipe(
-      Layer.provide(Layer.succeed(PlatformConfig, { ...platform, maxConnections: 3 })),
-      Layer.provide(Layer.succeed(TenancyConfig, tenancy))
+/**
+ * The same tenancy as another engine process would have: its own pools,
+ * notifications and contexts; with another secret if given, its log lines
+ * into `logs`.
+ */
+const anotherProcessWith = (options: { readonly roleSecret?: Redacted.Redacted<string>; readonly logs?: Array<string> }) =>
+  Effect.gen(function*() {
+    const platform = yield* PlatformConfig
+    const tenancy = yield* TenancyConfig
+    const logger = Logger.make(({ message }) => {
+      options.logs?.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+    })
+    return yield* Layer.build(
+      tenancyWith(TenantMigrations.layer).pipe(
+        Layer.provide(Layer.succeed(PlatformConfig, { ...platform, maxConnections: 3 })),
+        Layer.provide(Layer.succeed(TenancyConfig, { ...tenancy, roleSecret: options.roleSecret ?? tenancy.roleSecret })),
+        Layer.provide(options.logs === undefined ? Layer.empty : Logger.replace(Logger.defaultLogger, logger))
+      )
     )
-  )
-})
+  })
+
+const anotherProcess = anotherProcessWith({})
 
 /** Polls `check` every 20 ms for up to 5 s. */
 const eventually = <E, R>(check: Effect.Effect<boolean, E, R>) =>
@@ -203,7 +215,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       const dump = yield* platformDump
       // The dump covers the tables that name the tenants and their logins.
       const tables = new Set(dump.columns.map((column) => column.table_name))
-      for (const table of ["tenants", "shared_databases", "servers", "tenant_moves", "engine_processes"]) {
+      for (const table of ["tenants", "shared_databases", "servers", "tenant_moves", "engine_processes", "role_secret"]) {
         expect(tables, table).toContain(table)
       }
       expect(dump.values).toContain("dump-moved")
@@ -313,12 +325,15 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       const role = (yield* loginOf("legacy-db")).user
       const gateway = (yield* loginOf("legacy-sc")).user
       // As a platform database migrated from before 0008 has them: random passwords, stored.
+      // (Their versions are left as they are: set back, the shared pool here, which
+      // only goes forward, would stay on a later version's password.)
       const stored = { role: "legacy-role-password-1234567890", gateway: "legacy-gateway-password-0987654321" }
       yield* onSecond(`ALTER ROLE ${Pg.escapeIdentifier(role)} PASSWORD '${stored.role}'`)
       yield* onSecond(`ALTER ROLE ${Pg.escapeIdentifier(gateway)} PASSWORD '${stored.gateway}'`)
-      yield* platform`UPDATE tenants SET db_password = ${stored.role}, credential_version = 0 WHERE id = 'legacy-db'`
-      yield* platform`
-        UPDATE shared_databases SET login_password = ${stored.gateway}, login_version = 0 WHERE server = 'spare'`
+      yield* platform`UPDATE tenants SET db_password = ${stored.role} WHERE id = 'legacy-db'`
+      yield* platform`UPDATE shared_databases SET login_password = ${stored.gateway} WHERE server = 'spare'`
+      const [gatewayBefore] = yield* platform<{ login_version: number }>`
+        SELECT login_version FROM shared_databases WHERE server = 'spare'`
       expect(yield* loginOf("legacy-db")).toEqual({ user: role, password: stored.role, version: 0 })
       expect(yield* loginOf("legacy-sc")).toEqual({ user: gateway, password: stored.gateway, version: 0 })
       // Served by a process started on that platform database: its shared pool
@@ -331,8 +346,16 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
 
       const { failed, rotated } = yield* admin.rotateAllCredentials
       expect(failed).toEqual([])
-      expect(rotated).toContainEqual({ kind: "role", server: "spare", role, version: 1, converted: true, tenants: 1 })
-      expect(rotated).toContainEqual(expect.objectContaining({ kind: "gateway", server: "spare", role: gateway, version: 1, converted: true }))
+      expect(rotated).toContainEqual({ kind: "role", server: "spare", role, version: 2, converted: true, tenants: 1 })
+      expect(rotated).toContainEqual(
+        expect.objectContaining({
+          kind: "gateway",
+          server: "spare",
+          role: gateway,
+          version: gatewayBefore!.login_version + 1,
+          converted: true
+        })
+      )
       // Every database tenant's role and every server's gateway that has one.
       const expected = yield* platform<{ n: number }>`
         SELECT (SELECT count(*) FROM tenants WHERE db_strategy = 'database' AND status IN ('active', 'suspended'))
@@ -345,7 +368,7 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       expect(yield* tryLogin(role, stored.role)).toBe("28P01")
       expect(yield* tryLogin(gateway, stored.gateway)).toBe("28P01")
       const derived = yield* loginOf("legacy-db")
-      expect(derived.version).toBe(1)
+      expect(derived.version).toBe(2)
       expect(yield* tryLogin(role, derived.password)).toBe("ok")
       // The process follows: its contexts reopen, its shared pool's new connections use the derived password.
       yield* eventually(Effect.map(Context.get(other, TenantContexts).stats, (stats) => stats.closed >= 2))
@@ -356,6 +379,53 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       const write = inOther(writeNote("legacy-sc", "derived"))
       yield* Effect.retry(write, { times: 2 }).pipe(Effect.catchAllDefect(() => write))
       expect(yield* inOther(noteTitles("legacy-sc"))).toEqual(["derived", "stored"])
+    }))
+
+  it.scoped("a process with another TENANT_ROLE_SECRET says so, serves no tenant, makes no role, until --all adopts it", () =>
+    Effect.gen(function*() {
+      const admin = yield* TenantAdmin
+      const registry = yield* ServerRegistry
+      const platform = yield* PlatformDb
+      if (!(yield* registry.list).some((server) => server.name === "spare")) yield* registry.add("spare", secondUrl)
+      yield* admin.create("secret-db", "Secret", { strategy: "database", server: "spare" })
+      yield* admin.create("secret-sc", "Secret schema", { strategy: "schema", server: "spare" })
+      yield* writeNote("secret-db", "before")
+      yield* writeNote("secret-sc", "before")
+      const { roleSecret } = yield* TenancyConfig
+      const [recorded] = yield* platform<{ fingerprint: string }>`SELECT fingerprint FROM role_secret`
+      expect(recorded!.fingerprint).not.toContain(Redacted.value(roleSecret))
+
+      const logs: Array<string> = []
+      const other = yield* anotherProcessWith({ roleSecret: Redacted.make(randomBytes(32).toString("base64url")), logs })
+      const inOther = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, other)
+      const otherDatabases = Context.get(other, TenantDatabases)
+      // It says why at start, and once more when a tenant is refused.
+      expect(logs.filter((line) => line.includes("TENANT_ROLE_SECRET is not the one"))).toHaveLength(1)
+      for (const id of ["secret-db", "secret-sc"]) {
+        expect((yield* Effect.flip(inOther(noteTitles(id))))._tag).toBe("TenantUnavailable")
+      }
+      expect(logs.filter((line) => line.includes("TENANT_ROLE_SECRET is not the one"))).toHaveLength(2)
+      // It makes no role nor turns one login with its secret: logins would be of two secrets.
+      const provisioned = yield* Effect.flip(otherDatabases.provision("secret-new", "New", { server: "spare" }))
+      expect(provisioned._tag).toBe("ProvisioningFailed")
+      expect((yield* Effect.flip(otherDatabases.rotateCredentials("secret-db")))._tag).toBe("CredentialRotationFailed")
+      expect(yield* platform`SELECT id FROM tenants WHERE id = 'secret-new'`).toEqual([])
+
+      // --all turns every login with its secret, then records it.
+      const adopted = yield* otherDatabases.rotateAllCredentials
+      expect(adopted.failed).toEqual([])
+      expect(adopted.secretAdopted).toBe(true)
+      expect(yield* inOther(noteTitles("secret-db"))).toEqual(["before"])
+      expect(yield* inOther(noteTitles("secret-sc"))).toEqual(["before"])
+      // Now this process is the one with another secret: its contexts reopen, and are refused.
+      yield* eventually(Effect.map(Effect.exit(noteTitles("secret-db")), Exit.isFailure))
+      expect((yield* Effect.flip(noteTitles("secret-db")))._tag).toBe("TenantUnavailable")
+
+      // Back to this process's secret, for what follows.
+      const back = yield* admin.rotateAllCredentials
+      expect(back).toMatchObject({ failed: [], secretAdopted: true })
+      yield* writeNote("secret-db", "after")
+      expect(yield* noteTitles("secret-db")).toEqual(["after", "before"])
     }))
 
   it.effect("the password depends on the secret, the server, the role and the version", () =>
