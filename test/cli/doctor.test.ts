@@ -292,6 +292,33 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(byName(behind.checks, "fleet").detail).toContain("1 tenant behind schema version")
     }))
 
+  it.effect("a migration claim left by a runner that died and a move cut off: warnings saying what reruns them", () =>
+    Effect.gen(function*() {
+      const issuer = yield* TestIssuer
+      yield* sql(`UPDATE tenants SET migration_state = 'migrating', updated_at = now() - interval '1 hour' WHERE id = 'doc-one'`)
+      // What a mover killed before its switch leaves: its record, and a claim that has lapsed.
+      yield* sql(`INSERT INTO tenant_moves (tenant_id, phase, from_server, from_strategy, from_database, from_schema, from_role,
+                                            to_server, to_strategy, to_database, to_schema, to_role)
+                  SELECT id, 'copying', db_server, db_strategy, db_name, db_schema, db_role,
+                         'default', 'database', db_name || '_2', NULL, db_role || '_2'
+                  FROM tenants WHERE id = 'doc-two'`)
+      yield* sql(`UPDATE tenants SET moving_until = now() - interval '1 minute' WHERE id = 'doc-two'`)
+      const result = yield* report(doctorEnvironment(issuer.issuer)).pipe(
+        Effect.ensuring(sql(`UPDATE tenants SET migration_state = 'current', updated_at = now() WHERE id = 'doc-one'`)),
+        Effect.ensuring(sql(`DELETE FROM tenant_moves WHERE tenant_id = 'doc-two'`)),
+        Effect.ensuring(sql(`UPDATE tenants SET moving_until = NULL WHERE id = 'doc-two'`))
+      )
+      expect(result.failure).toBeUndefined()
+      const fleet = byName(result.checks, "fleet")
+      expect(fleet.status).toBe("warn")
+      expect(fleet.detail).toContain("1 tenant claimed for migration over 15 minutes ago (a runner that died?) and answering 503: doc-one")
+      expect(fleet.detail).toContain("1 move cut off, leaving a copy behind: doc-two")
+      expect(fleet.fix?.split("\n")).toEqual([
+        "tenant-engine migrate takes them over",
+        "tenant-engine tenants move doc-two --to default --strategy database (finishes or restarts it and drops what was left)"
+      ])
+    }))
+
   it.effect("a server that takes the connection and never answers: its check fails at the timeout, the others are reported", () =>
     Effect.gen(function*() {
       const issuer = yield* TestIssuer
