@@ -13,7 +13,7 @@
  * with bench/lib/probe.ts preloaded (GC pauses, event-loop delay), and the
  * engine and the floor once more each in a short counting run (Effect
  * instructions per request). Results go to
- * bench/RESULTS.md (keeping the section `npm run test:scale` writes there)
+ * bench/RESULTS.md (keeping the sections `npm run test:scale` and `npm run bench:servers` write there)
  * and the console.
  *
  *   npm run bench                          # defaults (10 to 25 minutes, with re-measuring)
@@ -92,7 +92,7 @@ import {
 import { type LoadOptions, type LoadResult, runLoad } from "./lib/load.js"
 import { cpuByPidOfCommand, cpuOfCommandSince, cpuSeconds, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
 import { profileMarkdown, summarizeProfile } from "./lib/profile.js"
-import { SCALE_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
+import { SCALE_HEADING, SERVERS_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
 import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 
 // --- settings ---
@@ -1007,7 +1007,7 @@ const fullRun = async (env: Env, facts: Facts) => {
     fanout,
     dense,
     schemaTenants: schema?.tenants.length ?? 0,
-    scaleSection: sectionOfFile(resultsFile, SCALE_HEADING),
+    keptSections: [SCALE_HEADING, SERVERS_HEADING].flatMap((heading) => sectionOfFile(resultsFile, heading) ?? []),
     provisionSeconds,
     tenants: tenants.length,
     engineHwm,
@@ -1407,8 +1407,8 @@ const renderResults = (r: {
   fanout: FanoutRun | undefined
   dense: FanoutRun | undefined
   schemaTenants: number
-  /** What `npm run test:scale` wrote into the results file, kept. */
-  scaleSection: string | undefined
+  /** What `npm run test:scale` and `npm run bench:servers` wrote into the results file, kept. */
+  keptSections: ReadonlyArray<string>
   provisionSeconds: number
   tenants: number
   engineHwm: number
@@ -1476,7 +1476,7 @@ const renderResults = (r: {
       : []),
     ...strategyLines(r.results, r.tenants, r.schemaTenants),
     ...fanoutLines([r.fanout, r.dense].filter((f): f is FanoutRun => f !== undefined)),
-    ...(r.scaleSection !== undefined ? [r.scaleSection, ""] : []),
+    ...r.keptSections.flatMap((section) => [section, ""]),
     "## How it was measured",
     "",
     "- The engine runs as `node --import tsx src/main.ts` (what `npx tsx src/main.ts` runs, without the npx and tsx " +

@@ -76,7 +76,7 @@ import {
 } from "./lib/fixture.js"
 import { type LoadResult, runLoad, startLoad } from "./lib/load.js"
 import { machineBusy, machineCpu } from "./lib/proc.js"
-import { sourceState, writeSection } from "./lib/report.js"
+import { SERVERS_HEADING, sourceState, writeSection } from "./lib/report.js"
 import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 
 // --- settings ---
@@ -119,7 +119,7 @@ const MOVE_UNAVAILABLE_TARGET_MS = 2000
 const DISABLE_TARGET_MS = 1000
 
 const RESULTS = process.env["BENCH_SERVERS_RESULTS"] ?? join(ROOT, "bench", "RESULTS.md")
-const HEADING = "## Servers: moves and replicas"
+const HEADING = SERVERS_HEADING
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const log = (message: string) => console.log(`[bench:servers ${new Date().toISOString().slice(11, 19)}] ${message}`)

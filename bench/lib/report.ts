@@ -27,6 +27,9 @@ export const sourceState = () => {
 /** The heading of the section test:scale writes into the results file. */
 export const SCALE_HEADING = "## Fleet scale (npm run test:scale)"
 
+/** The heading of the section bench:servers writes into the results file. */
+export const SERVERS_HEADING = "## Servers: moves and replicas"
+
 /** The bench's section that test:scale's goes before when the file has none yet. */
 const PLACE_BEFORE = "## How it was measured"
 
