@@ -278,6 +278,16 @@ const make = Effect.gen(function*() {
   )
   yield* platform`INSERT INTO role_secret (fingerprint) VALUES (${fingerprint}) ON CONFLICT DO NOTHING`.pipe(orDie)
   if ((yield* recordedSecret) !== fingerprint) yield* Effect.logError(secretDiffers)
+  // Logins made before migration 0008 still log in with a password stored here: say how to end that.
+  const storedPasswords = yield* platform<{ n: number }>`
+    SELECT (SELECT count(*) FROM tenants WHERE db_password IS NOT NULL)::int
+         + (SELECT count(*) FROM shared_databases WHERE login_password IS NOT NULL)::int AS n`.pipe(orDie)
+  if ((storedPasswords[0]?.n ?? 0) > 0) {
+    yield* Effect.logWarning(
+      `${storedPasswords[0]?.n} tenant login(s) still have their password stored in the platform database ` +
+        "(made before derived credentials): run `tenant-engine tenants rotate-credentials --all` to remove them"
+    )
+  }
   /** Said once per process, not once per request refused. */
   let secretDiffersLogged = false
   const sameSecret = <E>(onDiffers: (message: string) => E) =>

@@ -339,8 +339,14 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       // Served by a process started on that platform database: its shared pool
       // opens on the stored password. (This one's went on to newer versions
       // in the test before, past the version 0 set back here.)
-      const other = yield* anotherProcess
+      const logs: Array<string> = []
+      const other = yield* anotherProcessWith({ logs })
       const inOther = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, other)
+      // It says at start how many there are and how to end them.
+      expect(logs).toContain(
+        "2 tenant login(s) still have their password stored in the platform database (made before derived " +
+          "credentials): run `tenant-engine tenants rotate-credentials --all` to remove them"
+      )
       yield* inOther(writeNote("legacy-db", "stored"))
       yield* inOther(writeNote("legacy-sc", "stored"))
 
