@@ -187,6 +187,16 @@ const skewedIssuer = (offsetMillis: number) =>
   )
 
 layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine doctor", (it) => {
+  it.effect("--help names its options", () =>
+    Effect.gen(function*() {
+      const help = yield* captureConsole(runRoot(["node", "tenant-engine", "doctor", "--help"])).pipe(
+        Effect.provide(NodeContext.layer)
+      )
+      expect(Exit.isSuccess(help.exit)).toBe(true)
+      expect(help.stdout).toContain("doctor [--json] [--timeout integer]")
+      expect(help.stdout).toContain("seconds each check may take (default 5)")
+    }))
+
   it.effect("healthy: every check ok or warn, in order, as a table and as JSON", () =>
     Effect.gen(function*() {
       const admin = yield* TenantAdmin
