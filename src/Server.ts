@@ -3,8 +3,9 @@ import { Cause, Console, Data, Deferred, Duration, Effect, Exit, Layer, Logger, 
 import { createServer } from "node:http"
 import type { Settings } from "./AppConfig.js"
 import type { DevIssuer } from "./auth/DevIssuer.js"
-import { HttpLive, withoutTracing } from "./http/HttpLive.js"
+import { HttpLive, withTracing } from "./http/HttpLive.js"
 import { drain, Traffic } from "./http/Traffic.js"
+import { Observability } from "./observability/Observability.js"
 import { environment } from "./platform/Environment.js"
 import { TenantAdmin } from "./platform/TenantAdmin.js"
 import { PlatformLive } from "./PlatformLive.js"
@@ -27,7 +28,8 @@ export const startServer = (settings: Settings) =>
       Layer.provideMerge(PlatformLive),
       Layer.provideMerge(Traffic.layer),
       Layer.provide(env.layer),
-      withoutTracing
+      Layer.provide(Observability.fromSettings(settings)),
+      withTracing(settings.otlpTracesEndpoint)
     )
     const context = yield* Layer.build(app)
     const baseUrl = `http://${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port}`
@@ -36,6 +38,10 @@ export const startServer = (settings: Settings) =>
       yield* Console.log(yield* demoInstructions(env.devIssuer.value, baseUrl))
     }
     yield* Effect.logInfo(`listening on ${baseUrl}`)
+    if (Option.isSome(settings.otlpTracesEndpoint)) {
+      // The origin only: a URL may carry credentials.
+      yield* Effect.logInfo(`tracing: spans go to ${new URL(settings.otlpTracesEndpoint.value).origin} (OTLP/HTTP)`)
+    }
     return { server, context }
   })
 

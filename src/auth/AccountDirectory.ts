@@ -1,8 +1,9 @@
 import type { SqlError } from "@effect/sql/SqlError"
-import { Cause, Context, Duration, Effect, Exit, Layer, Option, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schema } from "effect"
 import { domainToASCII } from "node:url"
 import { FOREIGN_KEY_VIOLATION, isSqlError, isUnavailable, orDie, sqlState } from "../db/SqlErrors.js"
 import { platformUnavailable, type ServiceUnavailable } from "../http/HttpErrors.js"
+import { accountCacheHits, accountCacheMisses } from "../observability/Metrics.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
 import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { TenantNotFound, TenantSuspended } from "../tenancy/TenancyErrors.js"
@@ -348,9 +349,11 @@ const make = Effect.gen(function*() {
       // Changes are being applied, and the last proof they all were is recent.
       if (hit !== undefined && notifications.listening() && withinBound()) {
         counters.hits++
+        accountCacheHits.increment()
         return Effect.succeed(hit)
       }
       counters.misses++
+      accountCacheMisses.increment()
       const seen = cache.begin()
       return lookup.pipe(
         // What the database answered replaces what was cached, also while no
@@ -583,20 +586,30 @@ const make = Effect.gen(function*() {
 
   const invalidateTenant = (tenantId: string) => change(() => ({ kind: "tenant", id: tenantId }), Effect.void)
 
+  // A span of its own only where spans are exported (see TokenVerifier).
+  const traced = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  const lookupSpan = (kind: "user" | "machine") =>
+  <A, E>(lookup: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    traced
+      ? Effect.withSpan(lookup, "AccountDirectory.lookup", { kind: "internal", attributes: { "enduser.kind": kind } })
+      : lookup
+  const userSpan = lookupSpan("user")
+  const machineSpan = lookupSpan("machine")
+
   return AccountDirectory.of({
     user: (identity) =>
-      Effect.flatMap(
+      userSpan(Effect.flatMap(
         cached(userKey(identity.issuer, identity.subject), lookupUser(identity)),
         (entry) => admit(entry, identity.tenant)
-      ),
+      )),
     machine: (identity) =>
-      Effect.flatMap(
+      machineSpan(Effect.flatMap(
         cached(clientKey(identity.clientId), lookupClient(identity.clientId)),
         (entry): Effect.Effect<DirectoryEntry, MachineLookupError> =>
           entry.clientDisabled
             ? Effect.fail(new ClientDisabled({ message: "this service client is disabled" }))
             : admit(entry, identity.tenant)
-      ),
+      )),
     registerClient,
     listClients,
     disableClient,

@@ -1,6 +1,7 @@
-import { Clock, Context, Duration, Effect, Either, Layer, ParseResult, Runtime, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Either, FiberRef, Layer, ParseResult, Runtime, Schema } from "effect"
 import { errors, type JWTVerifyGetKey, jwtVerify, type JWTVerifyOptions } from "jose"
 import { readFile } from "node:fs/promises"
+import { tokenCacheHits, tokenCacheMisses } from "../observability/Metrics.js"
 import { AuthConfig, PUBLIC_KEY_ALGORITHMS, type TrustedIssuer } from "./AuthConfig.js"
 import { InvalidToken } from "./AuthErrors.js"
 import {
@@ -292,6 +293,7 @@ const make = Effect.gen(function*() {
       const hit = verified.get(token)
       hit?.keys.refreshIfStale()
       if (hit !== undefined && hit.version === hit.keys.version()) {
+        tokenCacheHits.increment()
         const { exp, nbf } = hit.token.claims
         const seconds = now / 1000
         if (seconds - clockTolerance >= exp) {
@@ -301,8 +303,14 @@ const make = Effect.gen(function*() {
         if (nbf !== undefined && seconds + clockTolerance < nbf) return Effect.fail(invalid("the token is not valid yet"))
         return Effect.succeed(hit.token)
       }
+      tokenCacheMisses.increment()
       return Effect.tap(verifyUncached(token), (result) => Effect.sync(() => remember(token, result)))
     })
 
-  return TokenVerifier.of({ verify })
+  // A span of its own only where spans are exported: with the tracer off
+  // (no OTLP endpoint) even a span that is dropped costs on every request.
+  const traced = yield* FiberRef.get(FiberRef.currentTracerEnabled)
+  return TokenVerifier.of({
+    verify: traced ? (token) => Effect.withSpan(verify(token), "TokenVerifier.verify", { kind: "internal" }) : verify
+  })
 })

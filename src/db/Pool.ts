@@ -1,5 +1,6 @@
 import { Duration, Redacted } from "effect"
 import Pg from "pg"
+import { watchPool } from "../observability/Pools.js"
 
 /** How long a tenant's statement may run. */
 export const STATEMENT_TIMEOUT = "30 seconds"
@@ -38,6 +39,8 @@ export const openPool = async (options: PoolOptions): Promise<Pg.Pool> => {
   pool.on("error", () => {})
   // Before the first connection, so that every connection is known to it.
   cancelOutOfBand(pool)
+  // Its connections and waits, for the metrics.
+  watchPool(pool, Redacted.value(options.url), options.applicationName)
   try {
     await pool.query("SELECT 1")
     return pool

@@ -29,7 +29,7 @@ export const AuthenticatedLive = Layer.effect(
     bearer: () =>
       withRequest((request, fiber) =>
         Effect.map(authentication.authenticate(authorizationHeaders(request)), (user) => {
-          noteCaller(fiber, { tenant: user.tenant.id, accountKind: user.account.kind })
+          noteCaller(fiber, { tenant: user.tenant.id, accountKind: user.account.kind, account: user.account.id })
           return user
         }))
   }))

@@ -14,7 +14,22 @@ export interface RequestRecord {
   readonly requestId: string
   tenant?: string
   accountKind?: string
+  /** The account's id (the span's `enduser.id`). */
+  account?: string
+  /** The matched route's template, once the router has matched one (metrics and spans). */
+  route?: string
 }
+
+/**
+ * Told of each answered request, synchronously, after its response (the
+ * request metrics): status 499 when the client had gone.
+ */
+export type RequestObserver = (
+  request: HttpServerRequest.HttpServerRequest,
+  record: RequestRecord | undefined,
+  status: number,
+  millis: number
+) => void
 
 export const currentRequest = FiberRef.unsafeMake<RequestRecord | undefined>(undefined)
 
@@ -31,19 +46,23 @@ export const aboutRequest = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Ef
 /**
  * One log line per request: method, path, status, duration, annotated with
  * the request's record. A 5xx is a warning; below the minimum log level the
- * line is not even made (nor timed, when no line could be). It logs what is
- * answered: the app must answer everything (see answerFailures).
+ * line is not even made (nor timed, when no line could be and no observer
+ * is given). It logs what is answered: the app must answer everything (see
+ * answerFailures). The observer (the request metrics) shares its timing.
  */
-export const accessLog = <R>(app: HttpApp.Default<never, R>): HttpApp.Default<never, R> =>
+export const accessLog = <R>(app: HttpApp.Default<never, R>, observe?: RequestObserver): HttpApp.Default<never, R> =>
   withRequest((request, fiber) => {
     const minimum = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
-    if (LogLevel.lessThan(LogLevel.Warning, minimum)) return app
+    const logging = !LogLevel.lessThan(LogLevel.Warning, minimum)
+    if (!logging && observe === undefined) return app
     const started = performance.now()
     return Effect.flatMap(app, (response) => {
       const status = connectionGone(request) ? 499 : response.status
+      const millis = performance.now() - started
+      observe?.(request, fiber.getFiberRef(currentRequest), status, millis)
       const level = status >= 500 ? LogLevel.Warning : LogLevel.Info
-      if (LogLevel.lessThan(level, minimum)) return Effect.succeed(response)
-      const line = `${request.method} ${request.url.split("?")[0]} ${status} ${(performance.now() - started).toFixed(1)}ms`
+      if (!logging || LogLevel.lessThan(level, minimum)) return Effect.succeed(response)
+      const line = `${request.method} ${request.url.split("?")[0]} ${status} ${millis.toFixed(1)}ms`
       return Effect.as(aboutRequest(Effect.logWithLevel(level, line)), response)
     })
   })
@@ -62,11 +81,15 @@ export const withRequest = <A, E, R>(
   )
 
 /** Writes what authentication learned of the caller into the request's record. */
-export const noteCaller = (fiber: Fiber.RuntimeFiber<unknown, unknown>, caller: Omit<RequestRecord, "requestId">) => {
+export const noteCaller = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  caller: Omit<RequestRecord, "requestId" | "route">
+) => {
   const record = fiber.getFiberRef(currentRequest)
   if (record === undefined) return
   if (caller.tenant !== undefined) record.tenant = caller.tenant
   if (caller.accountKind !== undefined) record.accountKind = caller.accountKind
+  if (caller.account !== undefined) record.account = caller.account
 }
 
 /**

@@ -25,7 +25,7 @@ export interface ServerShare {
  *
  * A round, under one advisory lock so that rounds of all processes take turns:
  * a process's fair share of a server is the allowance divided by the live
- * processes (and at most TENANT_CONNECTION_BUDGET); it grows only into what
+ * processes that use it (and at most TENANT_CONNECTION_BUDGET); it grows only into what
  * the others do not claim, and only once its new claim is recorded; it
  * shrinks at once, and keeps claiming what it still holds beyond its share
  * until those connections close. So the claims of all live processes never
@@ -102,10 +102,13 @@ const make = Effect.gen(function*() {
         const claims: Record<string, number> = {}
         for (const share of shares.values()) {
           const allowance = servers.find((server) => server.name === share.server)?.max_connections ?? 0
-          const others = processes
-            .filter((p) => p.id !== id)
-            .reduce((sum, p) => sum + (p.claims[share.server] ?? 0), 0)
-          const target = Math.max(0, Math.min(config.connectionBudget, Math.floor(allowance / live), allowance - others))
+          // The server is shared by the processes that use it: those with a
+          // claim on it (even of 0), and this one. A process that opens no
+          // tenant pool there (a CLI command) takes nothing from the others.
+          const others = processes.filter((p) => p.id !== id && p.claims[share.server] !== undefined)
+          const claimed = others.reduce((sum, p) => sum + (p.claims[share.server] ?? 0), 0)
+          const fair = Math.floor(allowance / (others.length + 1))
+          const target = Math.max(0, Math.min(config.connectionBudget, fair, allowance - claimed))
           claims[share.server] = Math.max(target, share.held())
           // Shrinking is safe before the claim is recorded; growing only after.
           if (target < share.capacity) yield* share.resize(target)

@@ -1,5 +1,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schedule, Scope } from "effect"
+import { contextsClosed, contextsEvicted, contextsOpened, dbBudgetWaits } from "../observability/Metrics.js"
+import { nameServer } from "../observability/Pools.js"
 import type { PlatformDb } from "../platform/PlatformDb.js"
 import { PlatformNotifications } from "../platform/PlatformNotifications.js"
 import { ConnectionShares, type ServerShare } from "../servers/ConnectionShares.js"
@@ -135,6 +137,8 @@ interface Room {
   readonly permits: Pick<ServerShare, "free" | "take" | "release" | "held">
   /** Callers waiting for permits now: an idle context holding this room closes at once while there are any. */
   waiting: number
+  /** The server whose connections these are (none: schema tenants' places). */
+  readonly server?: string
 }
 
 const make = Effect.gen(function*() {
@@ -152,7 +156,7 @@ const make = Effect.gen(function*() {
       const known = serverRooms.get(server)
       if (known !== undefined) return Effect.succeed(known)
       return Effect.map(shares.of(server), (share) => {
-        const room = serverRooms.get(server) ?? { permits: share, waiting: 0 }
+        const room = serverRooms.get(server) ?? { permits: share, waiting: 0, server }
         serverRooms.set(server, room)
         return room
       })
@@ -179,7 +183,9 @@ const make = Effect.gen(function*() {
       entry.lastUsed = Date.now()
       if (entry.references > 0) return Effect.void
       if (entry.phase === "retired") return close(entry)
-      return entry.phase === "open" && (entry.room?.waiting ?? 0) > 0 ? retire(entry) : Effect.void
+      if (entry.phase !== "open" || (entry.room?.waiting ?? 0) === 0) return Effect.void
+      contextsEvicted.increment()
+      return retire(entry)
     })
 
   /** opening → open, unless it was retired meanwhile. */
@@ -232,8 +238,10 @@ const make = Effect.gen(function*() {
       while (room.permits.free() < permits) {
         const idle = leastRecentlyUsedIdle(room)
         if (idle === undefined) break
+        contextsEvicted.increment()
         yield* retire(idle)
       }
+      if (room.server !== undefined && room.permits.free() < permits) dbBudgetWaits({ server: room.server }).increment()
       room.waiting++
       yield* room.permits.take(permits).pipe(
         Effect.timeoutFail({ duration: Math.max(0, deadline - Date.now()), onTimeout: unavailable }),
@@ -272,7 +280,15 @@ const make = Effect.gen(function*() {
       entry.room = placement.strategy === "database" ? yield* connectionsOn(placement.server) : schemaPlaces
       yield* reserveInScope(entry.room, placement.strategy === "database" ? config.maxConnectionsPerTenant : 1)
       opened++
-      yield* Effect.addFinalizer(() => Effect.sync(() => closed++))
+      contextsOpened.increment()
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          closed++
+          contextsClosed.increment()
+        })
+      )
+      // The metrics name the server of the pool this session opens (src/observability/Pools.ts).
+      nameServer(placement.host, placement.server)
       // Two builds rather than one of `provideMerge`d layers: every node of a
       // layer graph keeps its bookkeeping (a scope, refs, closures) for as long
       // as the context is open, about 5 KB each, and 10,000 contexts stay open.

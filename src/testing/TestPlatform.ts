@@ -1,8 +1,9 @@
 import { NodeHttpServer } from "@effect/platform-node"
-import { Layer, Logger, LogLevel } from "effect"
+import { Layer, Logger, LogLevel, Option } from "effect"
 import type { AuthConfig } from "../auth/AuthConfig.js"
-import { HttpLive, withoutTracing } from "../http/HttpLive.js"
+import { HttpLive, withTracing } from "../http/HttpLive.js"
 import { Traffic } from "../http/Traffic.js"
+import { Observability } from "../observability/Observability.js"
 import { PlatformLive } from "../PlatformLive.js"
 import { type TestDatabasesOptions, testConfig } from "./TestDatabases.js"
 import { TestIssuer, type TestIssuerOptions } from "./TestIssuer.js"
@@ -11,6 +12,11 @@ export interface TestPlatformOptions extends TestDatabasesOptions {
   readonly issuer?: TestIssuerOptions
   readonly auth?: Partial<AuthConfig["Type"]>
   readonly logLevel?: LogLevel.LogLevel
+  /** GET /metrics and the request metrics (default on, as the server); METRICS_TENANT_LABEL. */
+  readonly metrics?: boolean
+  readonly metricsTenantLabel?: boolean
+  /** Spans to this OTLP/HTTP traces URL (default: no tracing, as the server without an endpoint). */
+  readonly tracing?: { readonly url: string }
 }
 
 /**
@@ -28,6 +34,11 @@ export const TestPlatform = (options: TestPlatformOptions) =>
     Layer.provideMerge(testConfig(options)),
     // One line per request is noise in a test run; warnings and errors still show.
     Layer.provide(Logger.minimumLogLevel(options.logLevel ?? LogLevel.Warning)),
+    Layer.provide(Layer.succeed(Observability, {
+      metrics: options.metrics ?? true,
+      metricsTenantLabel: options.metricsTenantLabel ?? false,
+      otlpTracesEndpoint: Option.fromNullable(options.tracing?.url)
+    })),
     // As the server runs it (src/Server.ts).
-    withoutTracing
+    withTracing(Option.fromNullable(options.tracing?.url))
   )
