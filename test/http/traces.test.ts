@@ -127,6 +127,7 @@ describe("traces", () => {
             const notes = yield* get("/v1/notes", token, { headers: { "x-request-id": "traced-notes" } })
             expect(notes.status).toBe(200)
             const me = bodyOf(yield* get("/v1/me", token), Bodies.me)
+            expect((yield* get("/v1/no-such-route")).status).toBe(404)
             const prefix = (yield* TenancyConfig).databasePrefix
             return { account: me.account.id, database: `${prefix}traced` }
           }).pipe(Effect.provide(context))
@@ -150,6 +151,10 @@ describe("traces", () => {
       expect(spans.filter((span) => span.kind === SERVER).map((span) => span.name)).toEqual(
         expect.arrayContaining(["POST /v1/notes", "GET /v1/me"])
       )
+      // No route matched: the method alone, and no http.route.
+      const unmatched = spans.filter((span) => span.kind === SERVER && span.attributes["url.path"] === "/v1/no-such-route")
+      expect(unmatched.map((span) => [span.name, span.attributes["http.route"], span.attributes["http.response.status_code"]]))
+        .toEqual([["GET", undefined, 404]])
 
       // Its work: spans of the same trace below it.
       const byId = new Map(spans.map((span) => [span.spanId, span]))
