@@ -8,7 +8,7 @@ import { fromFolder, latestVersion, MIGRATIONS_TABLE, platformMigrations, tenant
 import { describeError } from "../ErrorText.js"
 import { startEmbeddedPostgres } from "../platform/EmbeddedPostgres.js"
 import { roleSecretFile } from "../platform/Environment.js"
-import { rolePassword } from "../tenancy/TenantPlacement.js"
+import { rolePassword, secretFingerprint } from "../tenancy/TenantPlacement.js"
 
 /**
  * What `tenant-engine doctor` checks, each on its own and bounded in time, so
@@ -648,6 +648,8 @@ const readRoleSecret = (settings: Settings) =>
 interface DerivedLogin {
   /** What logs in: a tenant's role, or a shared database's gateway. */
   readonly what: string
+  /** The tenant whose role it is; null for a gateway. */
+  readonly tenant: string | null
   readonly server: string
   readonly database: string
   readonly role: string
@@ -660,10 +662,11 @@ interface LoginOutcome {
 }
 
 /**
- * Tenant roles' passwords derive from TENANT_ROLE_SECRET; a process given
- * another secret cannot log in as any of them, and its tenants get 503. One
- * derived login per server and kind is tried with this configuration's secret:
- * what every engine process on this platform database must share.
+ * Tenant roles' passwords derive from TENANT_ROLE_SECRET. The platform
+ * records which secret as a fingerprint; a process whose secret differs
+ * serves no tenant (503) and creates, moves or rotates none. Compared here,
+ * then one derived login per server and kind is tried with the secret, which
+ * also finds a password changed outside the engine (or a role gone).
  */
 const tenantLoginsCheck = (
   settings: Settings,
@@ -677,45 +680,78 @@ const tenantLoginsCheck = (
     "tenant logins",
     Effect.gen(function*() {
       const name = "tenant logins"
-      const sampled = yield* Effect.either(withClient(platformUrl, timeout, async (client) => {
+      const read = yield* Effect.either(withClient(platformUrl, timeout, async (client) => {
         // Before platform migration 8 every password is stored: nothing derives from the secret.
         const { rows: derived } = await client.query<{ present: boolean }>(
           `SELECT EXISTS (SELECT 1 FROM information_schema.columns
                           WHERE table_schema = current_schema() AND table_name = 'tenants'
                             AND column_name = 'credential_version') AS present`
         )
-        if (derived[0]?.present !== true) return []
+        if (derived[0]?.present !== true) return undefined
+        const recorded = (await tableExists(client, "role_secret"))
+          ? (await client.query<{ fingerprint: string }>("SELECT fingerprint FROM role_secret")).rows[0]?.fingerprint
+          : undefined
+        const stored = (await client.query<{ n: number }>(
+          `SELECT (SELECT count(*) FROM tenants WHERE db_password IS NOT NULL)::int
+                + (SELECT count(*) FROM shared_databases WHERE login_password IS NOT NULL)::int AS n`
+        )).rows[0]?.n ?? 0
         const tenants = await client.query<DerivedLogin>(
-          `SELECT DISTINCT ON (db_server) 'tenant ' || id AS what, db_server AS server, db_name AS database,
+          `SELECT DISTINCT ON (db_server) 'tenant ' || id AS what, id AS tenant, db_server AS server, db_name AS database,
                   db_role AS role, credential_version AS version
            FROM tenants
            WHERE db_strategy = 'database' AND db_password IS NULL AND status IN ('active', 'suspended')
            ORDER BY db_server, id`
         )
         const gateways = await client.query<DerivedLogin>(
-          `SELECT DISTINCT ON (server) 'the gateway of ' || database AS what, server, database,
+          `SELECT DISTINCT ON (server) 'the gateway of ' || database AS what, NULL AS tenant, server, database,
                   login_role AS role, login_version AS version
            FROM shared_databases WHERE login_password IS NULL ORDER BY server, database`
         )
-        return [...tenants.rows, ...gateways.rows]
+        return { recorded, stored, logins: [...tenants.rows, ...gateways.rows] }
       }))
-      if (Either.isLeft(sampled)) {
-        return check(name, "fail", `the tenants' logins cannot be read: ${sampled.left.message}`, [
+      if (Either.isLeft(read)) {
+        return check(name, "fail", `the tenants' logins cannot be read: ${read.left.message}`, [
           "see the platform database's check above"
         ])
       }
-      if (sampled.right.length === 0) return check(name, "ok", "no login derived from TENANT_ROLE_SECRET to try")
-      const where = Option.isSome(settings.tenantRoleSecret) ? "TENANT_ROLE_SECRET" : roleSecretFile(settings.dataDir)
-      if (Option.isNone(secret)) {
-        return check(
-          name,
-          "fail",
-          `TENANT_ROLE_SECRET is unset and no secret is kept in ${roleSecretFile(settings.dataDir)}: ` +
-            "this configuration cannot log in as any tenant role",
-          ["set TENANT_ROLE_SECRET to the secret the engine processes on this platform database use"]
-        )
+      if (read.right === undefined) {
+        return check(name, "ok", "every login's password is stored (platform schema before derived credentials)")
       }
-      const outcomes = yield* Effect.forEach(sampled.right, (derived): Effect.Effect<LoginOutcome> => {
+      const { logins, recorded, stored } = read.right
+      const where = Option.isSome(settings.tenantRoleSecret) ? "TENANT_ROLE_SECRET" : roleSecretFile(settings.dataDir)
+      const sameSecret = "give every engine process and the CLI on this platform database the same TENANT_ROLE_SECRET " +
+        `(unset, each uses the one kept in its DATA_DIR: ${roleSecretFile(settings.dataDir)} here), ` +
+        "or adopt this one with tenant-engine tenants rotate-credentials --all"
+      if (Option.isNone(secret)) {
+        return logins.length === 0 && recorded === undefined
+          ? check(name, "ok", "no login derived from a secret yet; none is kept here either (made on the first start)")
+          : check(
+            name,
+            "fail",
+            `TENANT_ROLE_SECRET is unset and no secret is kept in ${roleSecretFile(settings.dataDir)}: ` +
+              "a process configured like this cannot log in as any tenant role",
+            ["set TENANT_ROLE_SECRET to the secret the engine processes on this platform database use"]
+          )
+      }
+      const problems: Array<[Status, string, string]> = []
+      if (stored > 0) {
+        problems.push([
+          "warn",
+          `${plural(stored, "login")} still ${stored === 1 ? "has its" : "have their"} password stored in the platform database (from before derived credentials)`,
+          "tenant-engine tenants rotate-credentials --all removes them"
+        ])
+      }
+      if (recorded !== undefined && recorded !== secretFingerprint(secret.value)) {
+        // Every derived login would be refused: trying them says nothing more.
+        problems.push([
+          "fail",
+          `the secret from ${where} is not the one the platform records: a process holding it answers every tenant 503 ` +
+          "and creates, moves or rotates none",
+          sameSecret
+        ])
+        return check(name, "fail", problems.map(([, what]) => what).join(". "), problems.map(([, , fix]) => fix))
+      }
+      const outcomes = yield* Effect.forEach(logins, (derived): Effect.Effect<LoginOutcome> => {
         const server = state.servers.find((row) => row.name === derived.server)
         if (server?.admin_url == null) return Effect.succeed({ derived, outcome: "untried" })
         const password = rolePassword(secret.value, derived)
@@ -736,24 +772,31 @@ const tenantLoginsCheck = (
       const refused = outcomes.filter((o) => o.outcome === "refused")
       const loggedIn = outcomes.filter((o) => o.outcome === "ok")
       const untried = outcomes.filter((o) => o.outcome === "untried")
-      const detail = `${plural(loggedIn.length, "derived login")} of ${outcomes.length} tried logged in with the secret from ${where}` +
+      const detail = (recorded === undefined ? "no secret recorded yet; " : "the secret is the recorded one; ") +
+        `${plural(loggedIn.length, "derived login")} of ${outcomes.length} tried logged in with the secret from ${where}` +
         (untried.length > 0
           ? `; not tried: ${untried.map((o) => `${o.derived.what} on ${o.derived.server} (its server did not let it try)`).join(", ")}`
           : "")
       if (refused.length > 0) {
-        return check(
-          name,
+        problems.push([
           "fail",
-          `${detail}. Refused: ${refused.map((o) => `${o.derived.what} on ${o.derived.server}`).join(", ")}: ` +
-            "this secret is not the one their passwords were derived with (or a password was changed outside the engine), " +
-            "and a process holding it answers those tenants 503",
-          [
-            "give every engine process and the CLI on this platform database the same TENANT_ROLE_SECRET " +
-            `(unset, each uses the one kept in its DATA_DIR: ${roleSecretFile(settings.dataDir)} here)`
-          ]
-        )
+          `refused: ${refused.map((o) => `${o.derived.what} on ${o.derived.server}`).join(", ")}: ` +
+          (recorded === undefined
+            ? "this secret is not the one their passwords derive from (or a password was changed outside the engine)"
+            : "their passwords were changed outside the engine, or the roles are gone") +
+          ", and those tenants answer 503",
+          recorded === undefined
+            ? sameSecret
+            : `tenant-engine tenants rotate-credentials ${refused.length === 1 ? refused[0]?.derived.tenant ?? "--all" : "--all"} ` +
+              "sets passwords the engine knows again"
+        ])
       }
-      return check(name, "ok", detail)
+      return check(
+        name,
+        worst(problems.map(([status]) => status)),
+        [detail, ...problems.map(([, what]) => what)].join(". "),
+        problems.map(([, , fix]) => fix)
+      )
     })
   )
 

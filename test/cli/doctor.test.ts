@@ -18,7 +18,7 @@ import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { dropNamespace, makeNamespace, testConfig, testRoleSecret } from "../../src/testing/TestDatabases.js"
 import { TestIssuer } from "../../src/testing/TestIssuer.js"
-import { adminUrl, type Captured, captureConsole, cliEnvironment, namesOf, runCli, stripAnsi, urlOf } from "./support.js"
+import { adminQuery, adminUrl, type Captured, captureConsole, cliEnvironment, namesOf, runCli, stripAnsi, urlOf } from "./support.js"
 
 /**
  * `tenant-engine doctor`: in-process (the command main.ts runs, with its
@@ -224,7 +224,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expect(byName(json.checks, `issuer ${issuer.issuer}`).detail).toContain("clocks agree")
       expect(byName(json.checks, "tenant logins")).toMatchObject({ status: "ok" })
       expect(byName(json.checks, "tenant logins").detail).toBe(
-        "2 derived logins of 2 tried logged in with the secret from TENANT_ROLE_SECRET"
+        "the secret is the recorded one; 2 derived logins of 2 tried logged in with the secret from TENANT_ROLE_SECRET"
       )
       expect(byName(json.checks, "fleet")).toMatchObject({ status: "ok" })
       expect(byName(json.checks, "fleet").detail).toMatch(/^2 tenants, schema version \d+: 2 current$/)
@@ -366,21 +366,57 @@ layer(TestLayer, { excludeTestServices: true, timeout: 180_000 })("tenant-engine
       expectNoSecret(result.output)
     }).pipe(Effect.scoped))
 
-  it.effect("a TENANT_ROLE_SECRET other than the tenants' roles were made with: fail, naming the login refused", () =>
+  it.effect("a TENANT_ROLE_SECRET other than the one the platform records: fail, saying what a process holding it does", () =>
     Effect.gen(function*() {
       const issuer = yield* TestIssuer
       const result = yield* report(doctorEnvironment(issuer.issuer, { TENANT_ROLE_SECRET: WRONG_SECRET }))
-      if (!(yield* checksPasswords)) {
-        // A server that trusts its local connections (pg_hba `trust`) lets any password in: the engine's
-        // too, whatever its secret, so there is nothing wrong to find.
-        expect(byName(result.checks, "tenant logins").status).toBe("ok")
-        return
-      }
       expect(result.failure).toBe("1 check failed: tenant logins")
       const logins = byName(result.checks, "tenant logins")
-      expect(logins.detail).toContain("Refused: tenant doc-one on default")
+      expect(logins.detail).toBe(
+        "the secret from TENANT_ROLE_SECRET is not the one the platform records: " +
+          "a process holding it answers every tenant 503 and creates, moves or rotates none"
+      )
       expect(logins.fix).toContain("the same TENANT_ROLE_SECRET")
+      expect(logins.fix).toContain("tenant-engine tenants rotate-credentials --all")
       expectNoSecret(result.output)
+    }))
+
+  it.effect("tenant logins: a role's password changed outside the engine is refused; a stored password is a warning", () =>
+    Effect.gen(function*() {
+      const admin = yield* TenantAdmin
+      const issuer = yield* TestIssuer
+      const env = doctorEnvironment(issuer.issuer)
+      const role = String((yield* sql(`SELECT db_role FROM tenants WHERE id = 'doc-one'`))[0]?.["db_role"])
+      yield* adminQuery(`ALTER ROLE "${role}" PASSWORD 'changed-by-hand-0123456789'`)
+      const changed = yield* report(env).pipe(
+        // A rotation sets a password the engine derives again.
+        Effect.ensuring(Effect.orDie(admin.rotateCredentials("doc-one")))
+      )
+      const logins = byName(changed.checks, "tenant logins")
+      if (yield* checksPasswords) {
+        expect(logins.status).toBe("fail")
+        expect(logins.detail).toContain(
+          "refused: tenant doc-one on default: their passwords were changed outside the engine, or the roles are gone"
+        )
+        expect(logins.fix).toBe("tenant-engine tenants rotate-credentials doc-one sets passwords the engine knows again")
+      } else {
+        // A server that trusts its local connections (pg_hba `trust`) lets any password in: the engine's too.
+        expect(logins.status).toBe("ok")
+      }
+      expect(byName((yield* report(env)).checks, "tenant logins").status).toBe("ok")
+
+      yield* sql(`UPDATE tenants SET db_password = 'stored-before-derived-credentials' WHERE id = 'doc-one'`)
+      const stored = yield* report(env).pipe(
+        Effect.ensuring(sql(`UPDATE tenants SET db_password = NULL WHERE id = 'doc-one'`))
+      )
+      expect(byName(stored.checks, "tenant logins")).toMatchObject({
+        status: "warn",
+        fix: "tenant-engine tenants rotate-credentials --all removes them"
+      })
+      expect(byName(stored.checks, "tenant logins").detail).toContain(
+        "1 login still has its password stored in the platform database"
+      )
+      expectNoSecret(stored.output)
     }))
 
   it.effect("the issuer: unreachable is a fail; a clock far off is a fail, one near the tolerance a warn", () =>
