@@ -35,6 +35,7 @@ import { withoutTracing } from "../src/http/HttpLive.js"
 import { cursorAfter, NewNote, Note, NotePage } from "../src/notes/Note.js"
 import { NOTE_COLUMNS, type NoteRow, toNote } from "../src/notes/NoteRepo.js"
 import { Tenant } from "../src/tenancy/Tenant.js"
+import { tenantLogins } from "./lib/tenantLogins.js"
 
 const createdAt = new Date("2026-01-01T00:00:00.000Z")
 const me: typeof MeResponse.Type = {
@@ -75,17 +76,8 @@ const tenantUrls = Effect.promise(async () => {
   const platform = new Pg.Client({ connectionString: platformUrl })
   await platform.connect()
   try {
-    const { rows } = await platform.query<{ db_server: string; db_name: string; db_role: string; db_password: string }>(
-      // Database tenants only: schema tenants have no login of their own (the engine reaches them through its shared pool).
-      "SELECT db_server, db_name, db_role, db_password FROM tenants WHERE status = 'active' AND db_strategy = 'database' ORDER BY id"
-    )
-    return rows.map((row) => {
-      const url = new URL(row.db_server)
-      url.username = encodeURIComponent(row.db_role)
-      url.password = encodeURIComponent(row.db_password)
-      url.pathname = "/" + encodeURIComponent(row.db_name)
-      return url.toString()
-    })
+    // Database tenants only: schema tenants have no login of their own (the engine reaches them through its shared pool).
+    return (await tenantLogins(platform)).map((login) => login.url)
   } finally {
     await platform.end()
   }

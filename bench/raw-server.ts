@@ -15,8 +15,8 @@
  * - refuse disabled accounts and clients, suspended tenants, a tenant claim
  *   that differs from the account's tenant;
  * - run the request in the tenant's database through a pg.Pool of that tenant
- *   alone, logged in as the tenant's role with the password from the platform
- *   `tenants` row (one pool per tenant, TENANT_POOL_MAX connections, made on
+ *   alone, logged in as the tenant's role with the password the engine derives
+ *   from TENANT_ROLE_SECRET (one pool per tenant, TENANT_POOL_MAX connections, made on
  *   first use and kept: no connection budget, no eviction);
  * - the same SQL and the same JSON shapes as the engine.
  *
@@ -30,6 +30,7 @@
 import { createRemoteJWKSet, type JWTPayload, jwtVerify } from "jose"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import Pg from "pg"
+import { tenantLogins } from "./lib/tenantLogins.js"
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback
@@ -186,18 +187,10 @@ const tenantPool = (tenantId: string): Promise<Pg.Pool> => {
   let pool = pools.get(tenantId)
   if (pool === undefined) {
     pool = (async () => {
-      const { rows } = await platform.query<{ db_server: string; db_name: string; db_role: string; db_password: string }>(
-        "SELECT db_server, db_name, db_role, db_password FROM tenants WHERE id = $1 AND status = 'active'",
-        [tenantId]
-      )
-      const row = rows[0]
-      if (row === undefined) throw new Refusal(404, "tenant_not_found", `no tenant ${tenantId}`)
-      const url = new URL(row.db_server)
-      url.username = encodeURIComponent(row.db_role)
-      url.password = encodeURIComponent(row.db_password)
-      url.pathname = "/" + encodeURIComponent(row.db_name)
+      const [login] = await tenantLogins(platform, tenantId)
+      if (login === undefined) throw new Refusal(404, "tenant_not_found", `no tenant ${tenantId}`)
       const made = new Pg.Pool({
-        connectionString: url.toString(),
+        connectionString: login.url,
         max: tenantPoolMax,
         idleTimeoutMillis: 30_000,
         statement_timeout: 30_000,

@@ -426,6 +426,8 @@ interface Env {
   readonly issuer: Issuer
   readonly tmp: string
   readonly stats: DbStats
+  /** TENANT_ROLE_SECRET of every server of the run: the baselines derive the tenant roles' passwords with it. */
+  readonly roleSecret: string
 }
 
 const engineEnv = (env: Env, port: number, extra: Record<string, string> = {}) => ({
@@ -438,6 +440,7 @@ const engineEnv = (env: Env, port: number, extra: Record<string, string> = {}) =
   LOG_LEVEL: "Warn",
   TENANT_DATABASE_PREFIX: env.prefix,
   DATA_DIR: join(env.tmp, "data"),
+  TENANT_ROLE_SECRET: env.roleSecret,
   ...extra
 })
 
@@ -484,7 +487,8 @@ const startRaw = async (env: Env) => {
       AUTH_AUDIENCE: "platform",
       PORT: String(port),
       TENANT_POOL_MAX: "4",
-      PLATFORM_POOL_MAX: "10"
+      PLATFORM_POOL_MAX: "10",
+      TENANT_ROLE_SECRET: env.roleSecret
     },
     port,
     logFile: join(env.tmp, "raw.log"),
@@ -499,7 +503,7 @@ const startFloor = async (env: Env, name = "floor", countInstructions = false) =
     name,
     nodeArgs: ["--import", "tsx", "bench/floor-server.ts"],
     // The engine's default TENANT_POOL_MAX, as the raw baseline's.
-    env: { PORT: String(port), DATABASE_URL: env.platformUrl, TENANT_POOL_MAX: "4" },
+    env: { PORT: String(port), DATABASE_URL: env.platformUrl, TENANT_POOL_MAX: "4", TENANT_ROLE_SECRET: env.roleSecret },
     port,
     logFile: join(env.tmp, `${name}.log`),
     readyPath: "/v1/me",
@@ -1681,7 +1685,8 @@ const main = async () => {
       platformUrl: onDatabase(adminUrl, platformDatabase),
       issuer,
       tmp,
-      stats
+      stats,
+      roleSecret: randomBytes(32).toString("base64url")
     }
     const facts: Facts = {
       date: new Date().toISOString(),
