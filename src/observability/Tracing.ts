@@ -1,7 +1,18 @@
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import { SpanKind } from "@opentelemetry/api"
+import { type Attributes, type Context as OtelContext, type Link, SpanKind, trace } from "@opentelemetry/api"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
-import { BatchSpanProcessor, type Span, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  type Sampler,
+  SamplingDecision,
+  type SamplingResult,
+  type Span,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler
+} from "@opentelemetry/sdk-trace-base"
 import {
   Config,
   Context,
@@ -23,8 +34,9 @@ import {
  * from token verification, account look-up and each SQL statement
  * (@effect/sql), and the OpenTelemetry SDK batches them to the endpoint over
  * OTLP/HTTP. The SDK and the exporter read the standard OTEL_* variables
- * themselves (headers, timeout, compression, OTEL_BSP_* batching, sampler,
- * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES).
+ * themselves (headers, timeout, compression, OTEL_BSP_* batching,
+ * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES); the sampler is read here, to
+ * keep only traces that begin with a request (RequestsOnly).
  */
 
 /** A password literal in SQL (CREATE or ALTER ROLE ... PASSWORD '...'). */
@@ -65,6 +77,64 @@ class Conventions implements SpanProcessor {
   }
 }
 
+/** The sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name, as the SDK reads them (default parentbased_always_on). */
+const samplerNamed = (name: string, arg: string): Sampler => {
+  const given = Number(arg)
+  const ratio = arg.trim() !== "" && given >= 0 && given <= 1 ? given : 1
+  switch (name.trim().toLowerCase()) {
+    case "always_on":
+      return new AlwaysOnSampler()
+    case "always_off":
+      return new AlwaysOffSampler()
+    case "traceidratio":
+      return new TraceIdRatioBasedSampler(ratio)
+    case "parentbased_always_off":
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case "parentbased_traceidratio":
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
+    default:
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+  }
+}
+
+/**
+ * Traces begin with a request: a span with no parent that is not a server's
+ * (the connection-share heartbeat and the notifications' pings run a few
+ * statements every second, an idle context closing) is not recorded, nor
+ * are its children (a local parent not recorded). The rest is the
+ * configured sampler's decision.
+ */
+class RequestsOnly implements Sampler {
+  constructor(private readonly configured: Sampler) {}
+
+  shouldSample(
+    context: OtelContext,
+    traceId: string,
+    name: string,
+    kind: SpanKind,
+    attributes: Attributes,
+    links: Array<Link>
+  ): SamplingResult {
+    const parent = trace.getSpanContext(context)
+    if (parent === undefined ? kind !== SpanKind.SERVER : parent.isRemote !== true && (parent.traceFlags & 1) === 0) {
+      return { decision: SamplingDecision.NOT_RECORD }
+    }
+    return this.configured.shouldSample(context, traceId, name, kind, attributes, links)
+  }
+
+  toString(): string {
+    return `RequestsOnly{${this.configured.toString()}}`
+  }
+}
+
+const sampler = Effect.map(
+  Effect.all([
+    Config.withDefault(Config.string("OTEL_TRACES_SAMPLER"), "parentbased_always_on"),
+    Config.withDefault(Config.string("OTEL_TRACES_SAMPLER_ARG"), "")
+  ]),
+  ([name, arg]) => new RequestsOnly(samplerNamed(name, arg))
+).pipe(Effect.orElseSucceed(() => new RequestsOnly(samplerNamed("", ""))))
+
 /** `tenant-engine`, unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names the service. */
 const serviceNamed = Effect.map(
   Effect.all([
@@ -103,7 +173,8 @@ const logTraceIds = Layer.scopedDiscard(
 /** The tracer, exporting to `url` (OTLP/HTTP, JSON), and trace ids in log lines. Flushes when its scope closes. */
 export const tracingLayer = (url: string) =>
   Layer.merge(
-    NodeSdk.layer(Effect.map(serviceNamed, (named) => ({
+    NodeSdk.layer(Effect.map(Effect.all([serviceNamed, sampler]), ([named, sampler]) => ({
+      tracerConfig: { sampler },
       spanProcessor: [
         new Conventions(),
         // Batching as OTEL_BSP_* say (5 s between exports by default).

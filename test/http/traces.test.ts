@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net"
 import { describeConfigError, settingsConfig } from "../../src/AppConfig.js"
 import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import { Bodies, bodyOf } from "../bodies.js"
-import { createNote, get, makeTenant, platform, userToken } from "./support.js"
+import { adminToken, createNote, get, platform, post, userToken } from "./support.js"
 
 /**
  * Traces: the platform with an OTLP endpoint sends its spans to a real
@@ -121,7 +121,9 @@ describe("traces", () => {
             platform({ tracing: { url: otlp.url }, logLevel: LogLevel.Info }).pipe(Layer.provide(capture))
           )
           return yield* Effect.gen(function*() {
-            yield* makeTenant("traced")
+            // Through the admin API: its provisioning is a request's work, so it is traced.
+            const created = yield* post("/v1/admin/tenants", yield* adminToken, { id: "traced", name: "Traced" })
+            expect(created.status, created.text).toBe(201)
             const token = yield* userToken("tia", "traced")
             yield* createNote(token, "seen")
             const notes = yield* get("/v1/notes", token, { headers: { "x-request-id": "traced-notes" } })
@@ -135,6 +137,9 @@ describe("traces", () => {
       )
       const spans = otlp.spans
       expect(spans.length).toBeGreaterThan(0)
+      // Every trace begins with a request: background statements (heartbeats, pings) make none.
+      expect(spans.filter((span) => span.parentSpanId === undefined).map((span) => [span.kind, span.name]))
+        .toEqual(spans.filter((span) => span.parentSpanId === undefined).map((span) => [SERVER, span.name]))
       expect(new Set(spans.map((span) => span.service))).toEqual(new Set(["tenant-engine"]))
 
       // The request span: named for its route, with route, status, tenant and account.
