@@ -36,6 +36,8 @@ export class ConnectionShares extends Context.Tag("tenant-engine/ConnectionShare
   readonly of: (server: string) => Effect.Effect<ServerShare>
   /** Engine processes alive at the last round, this one included. */
   readonly processes: () => number
+  /** Each server's share as it stands (for the metrics): its size and the permits held of it. */
+  readonly shares: () => ReadonlyArray<{ readonly server: string; readonly capacity: number; readonly held: number }>
 }>() {
   static readonly layer = Layer.scoped(ConnectionShares, Effect.suspend(() => make))
 }
@@ -149,5 +151,9 @@ const make = Effect.gen(function*() {
       })
     })
 
-  return ConnectionShares.of({ of, processes: () => live })
+  return ConnectionShares.of({
+    of,
+    processes: () => live,
+    shares: () => [...shares.values()].map((share) => ({ server: share.server, capacity: share.capacity, held: share.held() }))
+  })
 })
