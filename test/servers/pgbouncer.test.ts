@@ -1,17 +1,8 @@
 import { expect, layer } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
-import { inject } from "vitest"
-import { AccountDirectory } from "../../src/auth/AccountDirectory.js"
-import { NoteService } from "../../src/notes/NoteService.js"
+import { Effect, Option } from "effect"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
-import { tenancyWith } from "../../src/PlatformLive.js"
-import { withTenant } from "../../src/tenancy/TenantContexts.js"
-import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
-import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { PGBOUNCER_MISSING, pgBouncerBinary, startPgBouncer } from "../../src/testing/PgBouncer.js"
-import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
-import { TestIssuer } from "../../src/testing/TestIssuer.js"
-import { TestUser } from "../../src/testing/TestUser.js"
+import { secondUrl, titles, TwoServers, writeNote } from "./support.js"
 
 /**
  * A server registered through a transaction-mode PgBouncer: schema tenants
@@ -19,31 +10,7 @@ import { TestUser } from "../../src/testing/TestUser.js"
  * tenant's unit of work to another's, carry nothing of the one before.
  */
 
-const adminUrl = inject("databaseUrl")
-const secondUrl = inject("secondDatabaseUrl")
-const namespace = makeNamespace()
-
-const Tenancy = TenantAdmin.layer.pipe(
-  Layer.provideMerge(AccountDirectory.layer),
-  Layer.provideMerge(tenancyWith(TenantMigrations.layer)),
-  Layer.provide(TestIssuer.authConfig()),
-  Layer.provide(TestIssuer.layer()),
-  Layer.provideMerge(testConfig({ adminUrl }, namespace)),
-  Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() => dropNamespace(secondUrl, namespace))))
-)
-
-const writeNote = (id: string, title: string) =>
-  Effect.gen(function*() {
-    const tenant = yield* (yield* TenantDatabases).find(id)
-    return yield* Effect.flatMap(NoteService, (notes) => notes.create({ title, body: "" })).pipe(
-      withTenant(id),
-      Effect.provide(TestUser(tenant))
-    )
-  })
-
-const titles = (id: string) =>
-  Effect.flatMap(NoteService, (notes) => Effect.map(notes.list({ limit: 100 }), (page) => page.items.map((n) => n.title).sort()))
-    .pipe(withTenant(id))
+const Tenancy = TwoServers()
 
 layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })(
   pgBouncerBinary() === undefined ? `behind PgBouncer (${PGBOUNCER_MISSING})` : "behind PgBouncer",

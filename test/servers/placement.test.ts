@@ -1,19 +1,11 @@
 import { expect, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer } from "effect"
-import Pg from "pg"
-import { inject } from "vitest"
-import { NoteService } from "../../src/notes/NoteService.js"
+import { Effect, Exit, Fiber } from "effect"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
-import { tenancyWith } from "../../src/PlatformLive.js"
 import { ServerRegistry } from "../../src/servers/ServerRegistry.js"
-import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
+import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
-import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
-import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
-import { TestUser } from "../../src/testing/TestUser.js"
-import { AccountDirectory } from "../../src/auth/AccountDirectory.js"
-import { TestIssuer } from "../../src/testing/TestIssuer.js"
+import { adminUrl, query, secondUrl, titles, TwoServers, writeNote } from "./support.js"
 
 /**
  * Tenants on two real PostgreSQL servers: the registry, placement by weight,
@@ -21,62 +13,10 @@ import { TestIssuer } from "../../src/testing/TestIssuer.js"
  * writes keep coming.
  */
 
-const adminUrl = inject("databaseUrl")
-const secondUrl = inject("secondDatabaseUrl")
-const namespace = makeNamespace()
-
-const Tenancy = Layer.mergeAll(
-  TenantAdmin.layer.pipe(
-    Layer.provideMerge(AccountDirectory.layer),
-    Layer.provideMerge(tenancyWith(TenantMigrations.layer))
-  )
-).pipe(
-  Layer.provide(TestIssuer.authConfig()),
-  Layer.provide(TestIssuer.layer()),
-  Layer.provideMerge(testConfig({ adminUrl }, namespace)),
-  // The second server's databases and roles of this namespace go too.
-  Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() => dropNamespace(secondUrl, namespace))))
-)
-
-/** One statement on a server, from outside the code under test. */
-const query = <R extends Pg.QueryResultRow>(url: string, text: string, values: ReadonlyArray<unknown> = [], database?: string) =>
-  Effect.promise(async () => {
-    const target = new URL(url)
-    if (database !== undefined) target.pathname = "/" + encodeURIComponent(database)
-    const client = new Pg.Client({ connectionString: target.toString() })
-    await client.connect()
-    try {
-      return (await client.query<R>(text, [...values])).rows
-    } finally {
-      await client.end()
-    }
-  })
+const Tenancy = TwoServers()
 
 const databaseExists = (url: string, name: string) =>
   Effect.map(query(url, "SELECT 1 FROM pg_database WHERE datname = $1", [name]), (rows) => rows.length === 1)
-
-const writeNote = (id: string, title: string) =>
-  Effect.gen(function*() {
-    const tenant = yield* (yield* TenantDatabases).find(id)
-    return yield* Effect.flatMap(NoteService, (notes) => notes.create({ title, body: "" })).pipe(
-      withTenant(id),
-      Effect.provide(TestUser(tenant))
-    )
-  })
-
-/** Every note's title, page after page, sorted. */
-const titles = (id: string) =>
-  Effect.gen(function*() {
-    const notes = yield* NoteService
-    const all: Array<string> = []
-    let cursor: string | undefined
-    do {
-      const page = yield* notes.list({ limit: 100, cursor })
-      all.push(...page.items.map((note) => note.title))
-      cursor = page.nextCursor ?? undefined
-    } while (cursor !== undefined)
-    return all.sort()
-  }).pipe(withTenant(id))
 
 const serverOf = (id: string) => Effect.map(Effect.flatMap(TenantDatabases, (d) => d.find(id)), (t) => t.placement)
 

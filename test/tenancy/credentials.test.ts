@@ -5,10 +5,7 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import Pg from "pg"
-import { inject } from "vitest"
 import { readSettings } from "../../src/AppConfig.js"
-import { AccountDirectory } from "../../src/auth/AccountDirectory.js"
-import { NoteService } from "../../src/notes/NoteService.js"
 import { keptRoleSecret } from "../../src/platform/Environment.js"
 import { PlatformConfig } from "../../src/platform/PlatformConfig.js"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
@@ -16,13 +13,11 @@ import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { tenancyWith } from "../../src/PlatformLive.js"
 import { ServerRegistry } from "../../src/servers/ServerRegistry.js"
 import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
-import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
+import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
 import { rolePassword } from "../../src/tenancy/TenantPlacement.js"
-import { dropNamespace, makeNamespace, testConfig } from "../../src/testing/TestDatabases.js"
-import { TestIssuer } from "../../src/testing/TestIssuer.js"
-import { TestUser } from "../../src/testing/TestUser.js"
+import { query, secondUrl, titles, TwoServers, writeNote } from "../servers/support.js"
 
 /**
  * Tenant roles' passwords are derived from TENANT_ROLE_SECRET and never kept
@@ -36,18 +31,7 @@ import { TestUser } from "../../src/testing/TestUser.js"
  * second server, always an embedded PostgreSQL with scram-sha-256.
  */
 
-const adminUrl = inject("databaseUrl")
-const secondUrl = inject("secondDatabaseUrl")
-const namespace = makeNamespace()
-
-const Tenancy = TenantAdmin.layer.pipe(
-  Layer.provideMerge(AccountDirectory.layer),
-  Layer.provideMerge(tenancyWith(TenantMigrations.layer)),
-  Layer.provide(TestIssuer.authConfig()),
-  Layer.provide(TestIssuer.layer()),
-  Layer.provideMerge(testConfig({ adminUrl }, namespace)),
-  Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() => dropNamespace(secondUrl, namespace))))
-)
+const Tenancy = TwoServers()
 
 /** SQLSTATE of a login as `user` with `password` on the second server ("ok" when it logs in). */
 const tryLogin = (user: string, password: string, database = "postgres") =>
@@ -74,30 +58,9 @@ const tryLogin = (user: string, password: string, database = "postgres") =>
 
 /** One statement on the second server as its superuser. */
 const onSecond = <R extends Pg.QueryResultRow>(text: string, values: ReadonlyArray<unknown> = []) =>
-  Effect.promise(async () => {
-    const client = new Pg.Client({ connectionString: secondUrl })
-    await client.connect()
-    try {
-      return (await client.query<R>(text, [...values])).rows
-    } finally {
-      await client.end()
-    }
-  })
+  query<R>(secondUrl, text, values)
 
-const writeNote = (id: string, title: string) =>
-  Effect.gen(function*() {
-    const tenant = yield* (yield* TenantDatabases).find(id)
-    return yield* Effect.flatMap(NoteService, (notes) => notes.create({ title, body: "" })).pipe(
-      withTenant(id),
-      Effect.provide(TestUser(tenant))
-    )
-  })
-
-const noteTitles = (id: string) =>
-  Effect.flatMap(NoteService, (notes) => notes.list({ limit: 100 })).pipe(
-    Effect.map((page) => page.items.map((note) => note.title).sort()),
-    withTenant(id)
-  )
+const noteTitles = titles
 
 /** The password the engine logs in with for a tenant now (its role's, or its gateway's), and who as. */
 const loginOf = (id: string) =>
