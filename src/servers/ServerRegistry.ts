@@ -4,6 +4,7 @@ import { serverOf } from "../db/DatabaseUrl.js"
 import { FOREIGN_KEY_VIOLATION, orDie, sqlState, UNIQUE_VIOLATION } from "../db/SqlErrors.js"
 import { messageOf } from "../ErrorText.js"
 import { PlatformDb } from "../platform/PlatformDb.js"
+import { serverObjectNames } from "../tenancy/ServerAdmin.js"
 import { TenancyConfig } from "../tenancy/TenancyConfig.js"
 import { DEFAULT_SERVER, ServerName, type ServerStatus, ServerView } from "./Server.js"
 import { InvalidServer, ServerAlreadyExists, ServerInUse, ServerNotFound } from "./ServerErrors.js"
@@ -93,6 +94,26 @@ const checkServer = (url: string) =>
     // pg's messages name the host and the user, never the password.
     catch: (cause) => `it cannot be reached: ${messageOf(cause)}`
   }).pipe(Effect.merge)
+
+/** Drops the engine's own template and shared databases and roles on a server that holds no tenant any more. */
+const dropEngineObjects = (url: string, names: ReturnType<typeof serverObjectNames>) =>
+  Effect.tryPromise({
+    try: async () => {
+      const client = new Pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, application_name: "tenant-engine/servers" })
+      try {
+        await client.connect()
+        for (const database of [names.template, names.shared]) {
+          await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(database)} WITH (FORCE)`)
+        }
+        for (const role of [names.gateway, names.appRole]) {
+          await client.query(`DROP ROLE IF EXISTS ${client.escapeIdentifier(role)}`)
+        }
+      } finally {
+        await client.end().catch(() => undefined)
+      }
+    },
+    catch: messageOf
+  })
 
 const make = Effect.gen(function*() {
   const platform = yield* PlatformDb
@@ -187,14 +208,21 @@ const make = Effect.gen(function*() {
   const remove = Effect.fn("ServerRegistry.remove")(function*(name: string) {
     yield* view(name)
     // The foreign key from tenants decides, also against a tenant placed there meanwhile.
-    const removed = yield* platform`DELETE FROM servers WHERE name = ${name} RETURNING name`.pipe(
+    const removed = yield* platform<{ admin_url: string }>`DELETE FROM servers WHERE name = ${name} RETURNING admin_url`.pipe(
       Effect.catchIf(
         (e) => sqlState(e) === FOREIGN_KEY_VIOLATION,
         () => new ServerInUse({ message: `server ${name} holds tenants: move them to another server first` })
       ),
       Effect.catchTag("SqlError", Effect.die)
     )
-    if (removed.length === 0) return yield* new ServerNotFound({ message: `no server named ${JSON.stringify(name)}` })
+    const server = removed[0]
+    if (server === undefined) return yield* new ServerNotFound({ message: `no server named ${JSON.stringify(name)}` })
+    // What the engine made there for itself goes too; a server that cannot be reached keeps it (said in the log).
+    yield* dropEngineObjects(server.admin_url, serverObjectNames(config.databasePrefix)).pipe(
+      Effect.catchAll((problem) =>
+        Effect.logWarning(`server ${name} is removed, but its template and shared databases stay there: ${problem}`)
+      )
+    )
   })
 
   const address = (name: string) =>

@@ -3,6 +3,7 @@ import { Effect, Exit, Fiber } from "effect"
 import { PlatformDb } from "../../src/platform/PlatformDb.js"
 import { TenantAdmin } from "../../src/platform/TenantAdmin.js"
 import { ServerRegistry } from "../../src/servers/ServerRegistry.js"
+import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { adminUrl, query, secondUrl, titles, TwoServers, writeNote } from "./support.js"
@@ -193,6 +194,10 @@ layer(Tenancy, { excludeTestServices: true, timeout: 120_000 })("servers and mov
       }
       yield* registry.remove("second")
       expect((yield* registry.list).map((s) => s.name)).toEqual(["default"])
+      // The engine's own template and shared databases on it are gone too.
+      const { databasePrefix } = yield* TenancyConfig
+      expect(yield* query(secondUrl, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", [databasePrefix]))
+        .toEqual([])
       expect(Exit.isSuccess(yield* Effect.exit(registry.add("second", secondUrl)))).toBe(true)
     }))
 })
