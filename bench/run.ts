@@ -13,13 +13,14 @@
  * with bench/lib/probe.ts preloaded (GC pauses, event-loop delay), and the
  * engine and the floor once more each in a short counting run (Effect
  * instructions per request). Results go to
- * bench/RESULTS.md (keeping the sections `npm run test:scale` and `npm run bench:servers` write there)
+ * bench/RESULTS.md (keeping the sections `npm run test:scale`, `npm run bench:servers` and the soak write there)
  * and the console.
  *
  *   npm run bench                          # defaults (10 to 25 minutes, with re-measuring)
  *   npm run bench -- --quick               # short durations, to check it works
  *   npm run bench -- --profile             # CPU profile of the engine under GET /v1/notes
  *   npm run bench -- --profile=me          # ... under another workload (me, notes-machine, create)
+ *   npm run bench -- --soak=600            # only the soak (bench/soak.ts: mixed load for 600 s, then checks)
  *   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench
  *
  * Without TEST_DATABASE_URL an embedded PostgreSQL is started in a temporary
@@ -59,6 +60,7 @@
  *   BENCH_SKIP                   comma-separated: raw, floor, memory, fanout, dense (the schema fan-out),
  *                                schema (the comparison of GET /v1/notes on both strategies), count (the
  *                                counting runs)
+ *   BENCH_SOAK_*                 the soak's (--soak=SECONDS): see bench/soak.ts
  *   BENCH_RESULTS                where to write (bench/RESULTS.md; bench/PROFILE.md with --profile)
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
@@ -92,8 +94,9 @@ import {
 import { type LoadOptions, type LoadResult, runLoad } from "./lib/load.js"
 import { cpuByPidOfCommand, cpuOfCommandSince, cpuSeconds, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
 import { profileMarkdown, summarizeProfile } from "./lib/profile.js"
-import { SCALE_HEADING, SERVERS_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
+import { SCALE_HEADING, SERVERS_HEADING, SOAK_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
 import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
+import { runSoak } from "./soak.js"
 
 // --- settings ---
 
@@ -104,6 +107,12 @@ const quick = flag("quick")
 const profileArg = argv.find((a) => a === "--profile" || a.startsWith("--profile="))
 const profileMode = profileArg !== undefined
 const profileWorkload = profileArg?.split("=")[1] ?? "notes"
+// `--soak=SECONDS` runs only the soak (bench/soak.ts), none of the phases below.
+const soakArg = argv.find((a) => a === "--soak" || a.startsWith("--soak="))
+const soakSeconds = soakArg === undefined ? undefined : Number(soakArg.split("=")[1] ?? NaN)
+if (soakSeconds !== undefined && !(Number.isFinite(soakSeconds) && soakSeconds > 0)) {
+  throw new Error(`--soak must be a positive number of seconds, not ${soakArg}`)
+}
 const num = (name: string, fallback: number, quickValue = fallback) => {
   const fromArg = argv.find((a) => a.startsWith(`--${name.replace(/^BENCH_/, "").toLowerCase().replaceAll("_", "-")}=`))
   const text = fromArg?.split("=")[1] ?? process.env[name]
@@ -1011,7 +1020,7 @@ const fullRun = async (env: Env, facts: Facts) => {
     fanout,
     dense,
     schemaTenants: schema?.tenants.length ?? 0,
-    keptSections: [SCALE_HEADING, SERVERS_HEADING].flatMap((heading) => sectionOfFile(resultsFile, heading) ?? []),
+    keptSections: [SCALE_HEADING, SERVERS_HEADING, SOAK_HEADING].flatMap((heading) => sectionOfFile(resultsFile, heading) ?? []),
     provisionSeconds,
     tenants: tenants.length,
     engineHwm,
@@ -1703,7 +1712,21 @@ const main = async () => {
       otherConnections: await stats.otherConnections(ns)
     }
     log(`namespace ${ns}; ${facts.postgres}; node ${facts.node}; ${facts.nproc} CPUs`)
-    if (profileMode) await profileRun(env, facts)
+    if (soakSeconds !== undefined) {
+      await runSoak({
+        seconds: soakSeconds,
+        adminUrl: env.adminUrl,
+        ns: env.ns,
+        platformDatabase: env.platformDatabase,
+        issuer: env.issuer,
+        startEngine: (name, extra) => startEngine(env, name, extra),
+        stop: stopped,
+        machineFacts: machineFactsMarkdown(facts),
+        command: facts.command,
+        resultsFile,
+        log
+      })
+    } else if (profileMode) await profileRun(env, facts)
     else await fullRun(env, facts)
   } finally {
     await cleanup()

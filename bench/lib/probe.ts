@@ -30,6 +30,10 @@ export interface ProbeReading {
   readonly loopDelayMaxMs: number
   /** Effect instructions run so far by every fiber, when counted. */
   readonly instructions: number | null
+  /** process.memoryUsage() now, MiB: the JS heap in use and reserved, and memory outside it (Buffers and native objects). */
+  readonly heapUsedMiB: number
+  readonly heapTotalMiB: number
+  readonly externalMiB: number
 }
 
 const file = process.env["BENCH_PROBE_FILE"]
@@ -75,7 +79,11 @@ if (file !== undefined && file !== "") {
       gcCount,
       loopDelayP99Ms: loopDelay.count === 0 ? 0 : loopDelay.percentile(99) / 1e6,
       loopDelayMaxMs: loopDelay.count === 0 ? 0 : loopDelay.max / 1e6,
-      instructions: counter?.count ?? null
+      instructions: counter?.count ?? null,
+      ...(() => {
+        const usage = process.memoryUsage()
+        return { heapUsedMiB: usage.heapUsed / 2 ** 20, heapTotalMiB: usage.heapTotal / 2 ** 20, externalMiB: usage.external / 2 ** 20 }
+      })()
     }
     loopDelay.reset()
     writeFileSync(`${file}.tmp`, JSON.stringify(reading))

@@ -30,6 +30,9 @@ export const SCALE_HEADING = "## Fleet scale (npm run test:scale)"
 /** The heading of the section bench:servers writes into the results file. */
 export const SERVERS_HEADING = "## Servers: moves and replicas"
 
+/** The heading of the section the soak (`npm run bench -- --soak=SECONDS`, bench/soak.ts) writes into the results file. */
+export const SOAK_HEADING = "## Soak (npm run bench -- --soak=SECONDS)"
+
 /** The bench's section that test:scale's goes before when the file has none yet. */
 const PLACE_BEFORE = "## How it was measured"
 
