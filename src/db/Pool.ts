@@ -50,19 +50,35 @@ export const openPool = async (options: PoolOptions): Promise<Pg.Pool> => {
   }
 }
 
+/** Why a connection a cancel was sent for leaves the pool rather than going back to it. */
+export const CANCEL_SENT = new Error("a cancel was sent on this connection: it may still arrive")
+
 /**
  * Cancels what a pooled client is running with PostgreSQL's own out-of-band
  * CancelRequest (pg's `Client#cancel`): a message on a fresh socket that takes
  * no session, no pool connection and no budget. Nothing running: nothing to
- * cancel (and no later query to hit by mistake).
+ * cancel (and no later query to hit by mistake); the answer says whether a
+ * cancel went out.
+ *
+ * The cancel arrives when it arrives: if the query ends first, it hits
+ * whatever the backend runs next, on a shared pool another tenant's
+ * statement. So a connection a cancel was sent for is never reused: its next
+ * release through `client.release` (how @effect/sql-pg gives it back) ends it;
+ * a caller holding pg's release callback passes CANCEL_SENT itself.
  */
-export const cancelActiveQuery = (pool: Pg.Pool, target: Pg.ClientBase): void => {
+export const cancelActiveQuery = (pool: Pg.Pool, target: Pg.ClientBase): boolean => {
   const activeQuery: unknown = Reflect.get(target, "activeQuery")
-  if (activeQuery == null) return
+  if (activeQuery == null) return false
   const canceller = new Pg.Client(pool.options)
   canceller.on("error", () => {})
   // pg's typings omit Client#cancel; it is public API in its sources (lib/client.js).
   Reflect.apply(Reflect.get(canceller, "cancel"), canceller, [target, activeQuery])
+  // pg-pool sets `release` anew each time it hands the client out: this one checkout only.
+  const release: unknown = Reflect.get(target, "release")
+  if (typeof release === "function") {
+    Reflect.set(target, "release", () => Reflect.apply(release, target, [CANCEL_SENT]))
+  }
+  return true
 }
 
 const CANCEL_STATEMENT = /^SELECT pg_cancel_backend\((\d+)\)$/

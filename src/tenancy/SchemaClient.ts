@@ -5,7 +5,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Stream } from "effect"
 import Pg from "pg"
-import { cancelActiveQuery } from "../db/Pool.js"
+import { CANCEL_SENT, cancelActiveQuery } from "../db/Pool.js"
 
 /** Where a schema tenant's data is, inside the shared database its pool logs in to. */
 export interface SchemaTenant {
@@ -187,11 +187,13 @@ class SchemaConnection implements Connection {
     return Effect.async<Pg.QueryResult, SqlError>((resume) => {
       let client: Pg.PoolClient | undefined = pinned
       let interrupted = false
+      let cancelSent = false
       let ended: (() => void) | undefined
       const submit = (target: Pg.PoolClient, release: (error?: Error) => void) => {
         const config = { text, values, ...(rowMode ? { rowMode } : {}) }
         const callback = (error: Error | undefined, result: Results) => {
-          release(brokenBy(error))
+          // A cancel still on its way would hit the next tenant's statement: such a connection is ended.
+          release(cancelSent ? CANCEL_SENT : brokenBy(error))
           if (interrupted) return ended?.()
           resume(
             error
@@ -223,7 +225,7 @@ class SchemaConnection implements Connection {
         const target = client
         if (target === undefined) return resumeInterrupt(Effect.void)
         ended = () => resumeInterrupt(Effect.void)
-        cancelActiveQuery(pool, target)
+        cancelSent = cancelActiveQuery(pool, target)
       })
     })
   }

@@ -1,10 +1,12 @@
 import { expect, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Option, Schedule, Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, Redacted, Schedule, Scope } from "effect"
+import { cancelActiveQuery, openPool } from "../../src/db/Pool.js"
 import { NoteService } from "../../src/notes/NoteService.js"
 import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
+import { TenantSession } from "../../src/tenancy/TenantSession.js"
 import { TestTenancy } from "../../src/testing/index.js"
-import { adminUrl, eventually } from "./support.js"
+import { adminQuery, adminUrl, eventually } from "./support.js"
 
 /**
  * Schema tenants' contexts hold no connection (they run on the shared pool),
@@ -203,5 +205,46 @@ layer(
       for (const scope of held.values()) yield* Scope.close(scope, Exit.void)
       expect(yield* stats).toMatchObject({ schemaOpen: MAX_CONTEXTS, references: 0 })
       expect(watch.max()).toBe(MAX_CONTEXTS)
+    }).pipe(Effect.scoped))
+
+  it.effect("an interrupted statement's connection leaves the shared pool: the cancel sent for it cannot hit another tenant's next statement", () =>
+    Effect.gen(function*() {
+      const [a] = TENANTS
+      yield* listIn(a!)
+      const sleeping = yield* Effect.fork(
+        Effect.flatMap(TenantSession, ({ sql }) => sql`SELECT pg_sleep(5)`).pipe(withTenant(a!))
+      )
+      const pid = yield* eventually(
+        Effect.map(
+          adminQuery<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'"),
+          (rows) => rows[0]?.pid
+        ),
+        (found) => found !== undefined
+      )
+      yield* Fiber.interrupt(sleeping)
+      // Ended, not given back to the pool: its backend goes away.
+      yield* eventually(
+        adminQuery("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid]),
+        (rows) => rows.length === 0
+      )
+      // And the pool serves on.
+      expect((yield* listIn(TENANTS[1]!)).items).toEqual([])
+    }))
+
+  it.effect("a pooled connection a cancel was sent for is ended at its release, even when its query finished first", () =>
+    Effect.gen(function*() {
+      const pool = yield* Effect.acquireRelease(
+        Effect.promise(() =>
+          openPool({ url: Redacted.make(adminUrl), maxConnections: 1, acquireTimeout: "5 seconds", applicationName: "cancel-test" })
+        ),
+        (pool) => Effect.promise(() => pool.end())
+      )
+      const client = yield* Effect.promise(() => pool.connect())
+      // A query that ends at once; the cancel races it and may well arrive after it.
+      const done = client.query("SELECT 1")
+      expect(cancelActiveQuery(pool, client)).toBe(true)
+      yield* Effect.promise(() => done.catch(() => undefined))
+      client.release()
+      expect(pool.totalCount).toBe(0)
     }).pipe(Effect.scoped))
 })
