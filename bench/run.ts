@@ -94,7 +94,7 @@ import {
 import { type LoadOptions, type LoadResult, runLoad } from "./lib/load.js"
 import { cpuByPidOfCommand, cpuOfCommandSince, cpuSeconds, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
 import { profileMarkdown, summarizeProfile } from "./lib/profile.js"
-import { SCALE_HEADING, SERVERS_HEADING, SOAK_HEADING, sectionOfFile, sourceState } from "./lib/report.js"
+import { SCALE_HEADING, SERVERS_HEADING, SOAK_HEADING, sectionOfFile, sourceState, STACK_HEADING } from "./lib/report.js"
 import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 import { runSoak } from "./soak.js"
 
@@ -1089,7 +1089,9 @@ const profileRun = async (env: Env, facts: Facts) => {
     "",
     `Profile: \`node --cpu-prof --import tsx src/main.ts\`, kept at ${kept} (open it in Chrome DevTools or speedscope).`,
     "",
-    profileMarkdown(summary)
+    profileMarkdown(summary),
+    // The hand-written reading of the stack's per-request work stays (see its heading).
+    ...[sectionOfFile(resultsFile, STACK_HEADING)].flatMap((section) => (section === undefined ? [] : ["", section]))
   ].join("\n")
   writeFileSync(resultsFile, text)
   console.log("\n" + text)

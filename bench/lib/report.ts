@@ -27,6 +27,9 @@ export const sourceState = () => {
 /** The heading of the section test:scale writes into the results file. */
 export const SCALE_HEADING = "## Fleet scale (npm run test:scale)"
 
+/** The hand-written section of bench/PROFILE.md that `--profile` keeps when it writes the file anew. */
+export const STACK_HEADING = "## What the stack does per request that the engine cannot avoid, and the upstream change"
+
 /** The heading of the section bench:servers writes into the results file. */
 export const SERVERS_HEADING = "## Servers: moves and replicas"
 
