@@ -38,6 +38,7 @@
  *   BENCH_SOAK_WARMUP (10% of the run, 10 to 60 s)   RSS is compared with its reading at the end of this
  *   BENCH_SOAK_RSS_INTERVAL (2)       seconds between RSS readings
  *   BENCH_SOAK_KEEP_LOG               a file to copy the engine's log to (the run's folder is removed)
+ *   BENCH_SOAK_NODE_OPTIONS           NODE_OPTIONS of the engine (diagnosis, e.g. --max-old-space-size=256)
  *   BENCH_SOAK_BUDGET (48), BENCH_SOAK_POOL_MAX (2)
  *                                     TENANT_CONNECTION_BUDGET and TENANT_POOL_MAX of the engine: half the
  *                                     budget is the schema tenants' shared pool, the rest holds 12 of the 20
@@ -626,9 +627,12 @@ interface RssReading {
 export const runSoak = async (ctx: SoakContext) => {
   const settings = soakSettings(ctx.seconds)
   const log = ctx.log
+  const nodeOptions = process.env["BENCH_SOAK_NODE_OPTIONS"]
   const engineSettings = {
     TENANT_CONNECTION_BUDGET: String(settings.budget),
-    TENANT_POOL_MAX: String(settings.poolMax)
+    TENANT_POOL_MAX: String(settings.poolMax),
+    // For diagnosis: e.g. a capped old space tells a leak from a heap V8 keeps.
+    ...(nodeOptions !== undefined ? { NODE_OPTIONS: nodeOptions } : {})
   }
   const engine = await ctx.startEngine("engine-soak", engineSettings)
   const port = engine.port
