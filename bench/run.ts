@@ -65,7 +65,7 @@
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
 import { randomBytes } from "node:crypto"
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { copyFileSync, readdirSync, writeFileSync } from "node:fs"
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { join } from "node:path"
 import { dropNamespace } from "../src/testing/TestDatabases.js"
@@ -95,7 +95,7 @@ import { type LoadOptions, type LoadResult, runLoad } from "./lib/load.js"
 import { cpuByPidOfCommand, cpuOfCommandSince, cpuSeconds, machineBusy, machineBusySeconds, machineCpu, memory, RssSampler } from "./lib/proc.js"
 import { profileMarkdown, summarizeProfile } from "./lib/profile.js"
 import { SCALE_HEADING, SERVERS_HEADING, SOAK_HEADING, sectionOfFile, sourceState, STACK_HEADING } from "./lib/report.js"
-import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
+import { benchRun, freePort, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 import { runSoak } from "./soak.js"
 
 // --- settings ---
@@ -1640,30 +1640,7 @@ const consoleTable = (results: ReadonlyArray<Measured>) => {
 // --- main ---
 
 const main = async () => {
-  const ns = `bn${randomBytes(4).toString("hex")}`
-  const tmp = mkdtempSync(join(tmpdir(), `bench-${ns}-`))
-  const cleanups: Array<() => Promise<unknown>> = []
-  let cleaned = false
-  const cleanup = async () => {
-    if (cleaned) return
-    cleaned = true
-    killAllChildren()
-    for (const f of cleanups.reverse()) {
-      try {
-        await f()
-      } catch (error) {
-        console.error("cleanup step failed:", error)
-      }
-    }
-    rmSync(tmp, { recursive: true, force: true })
-  }
-  process.on("exit", killAllChildren)
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      log(`${signal}: cleaning up`)
-      void cleanup().finally(() => process.exit(130))
-    })
-  }
+  const { ns, tmp, cleanups, cleanup } = benchRun("bn", log)
   try {
     let adminUrl = process.env["TEST_DATABASE_URL"]
     let postgresWhere = "TEST_DATABASE_URL"

@@ -56,9 +56,8 @@
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
 import { execFile, execFileSync } from "node:child_process"
-import { randomBytes } from "node:crypto"
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs"
-import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
+import { mkdirSync, rmSync, symlinkSync } from "node:fs"
+import { availableParallelism, cpus, loadavg, totalmem } from "node:os"
 import { join } from "node:path"
 import Pg from "pg"
 import { dropNamespace } from "../src/testing/TestDatabases.js"
@@ -77,7 +76,7 @@ import {
 import { type LoadResult, runLoad, startLoad } from "./lib/load.js"
 import { machineBusy, machineCpu } from "./lib/proc.js"
 import { SERVERS_HEADING, sourceState, writeSection } from "./lib/report.js"
-import { freePort, killAllChildren, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
+import { benchRun, freePort, ROOT, type ServerProcess, startServerProcess } from "./lib/servers.js"
 
 // --- settings ---
 
@@ -817,30 +816,7 @@ const report = (r: Results) => {
 }
 
 const main = async () => {
-  const ns = `bs${randomBytes(4).toString("hex")}`
-  const tmp = mkdtempSync(join(tmpdir(), `bench-servers-${ns}-`))
-  const cleanups: Array<() => Promise<unknown>> = []
-  let cleaned = false
-  const cleanup = async () => {
-    if (cleaned) return
-    cleaned = true
-    killAllChildren()
-    for (const f of cleanups.reverse()) {
-      try {
-        await f()
-      } catch (error) {
-        console.error("cleanup step failed:", error)
-      }
-    }
-    rmSync(tmp, { recursive: true, force: true })
-  }
-  process.on("exit", killAllChildren)
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      log(`${signal}: cleaning up`)
-      void cleanup().finally(() => process.exit(130))
-    })
-  }
+  const { ns, tmp, cleanups, cleanup } = benchRun("bs", log)
   try {
     const date = new Date().toISOString()
     const loadBefore = loadavg().map((l) => l.toFixed(2)).join(" ")

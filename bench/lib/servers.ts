@@ -5,7 +5,10 @@
  * Optionally with bench/lib/probe.ts preloaded, read with readProbe().
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { createWriteStream, readFileSync, rmSync, type WriteStream } from "node:fs"
+import { randomBytes } from "node:crypto"
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, type WriteStream } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import type { ProbeReading } from "./probe.js"
 
 export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "")
@@ -160,4 +163,38 @@ export const startServerProcess = async (options: StartOptions): Promise<ServerP
       return result
     }
   }
+}
+
+/**
+ * A bench run's namespace (databases and roles under `<prefix><hex>`), its
+ * temporary folder, and the cleanup that runs the steps pushed onto
+ * `cleanups` in reverse, once, also on SIGINT or SIGTERM; child processes
+ * are killed whatever happens.
+ */
+export const benchRun = (prefix: string, log: (message: string) => void) => {
+  const ns = `${prefix}${randomBytes(4).toString("hex")}`
+  const tmp = mkdtempSync(join(tmpdir(), `bench-${ns}-`))
+  const cleanups: Array<() => Promise<unknown>> = []
+  let cleaned = false
+  const cleanup = async () => {
+    if (cleaned) return
+    cleaned = true
+    killAllChildren()
+    for (const f of cleanups.reverse()) {
+      try {
+        await f()
+      } catch (error) {
+        console.error("cleanup step failed:", error)
+      }
+    }
+    rmSync(tmp, { recursive: true, force: true })
+  }
+  process.on("exit", killAllChildren)
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      log(`${signal}: cleaning up`)
+      void cleanup().finally(() => process.exit(130))
+    })
+  }
+  return { ns, tmp, cleanups, cleanup }
 }
