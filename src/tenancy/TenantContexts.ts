@@ -1,5 +1,5 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schedule, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Runtime, Schedule, Scope } from "effect"
 import { contextsClosed, contextsEvicted, contextsOpened, dbBudgetWaits } from "../observability/Metrics.js"
 import { nameServer } from "../observability/Pools.js"
 import type { PlatformDb } from "../platform/PlatformDb.js"
@@ -147,6 +147,18 @@ const make = Effect.gen(function*() {
   const reactivity = yield* Effect.context<Reactivity.Reactivity>()
   const acquireTimeout = Duration.toMillis(config.acquireTimeout)
   const idleMillis = Duration.toMillis(config.idleTimeout)
+  /**
+   * Contexts outlive the requests that open and close them, so their builds
+   * and closes run in fibers of this service, never in a request's. A fiber
+   * starts with its parent's FiberRefs (a request's: its Context holds the
+   * request and response), and a finalizer runs with the FiberRefs its
+   * resource was acquired with, which stay in the fiber that ran it. Built in
+   * a request fiber, a context kept that request for its whole life; and a
+   * build that first closed an idle context took on that context's FiberRefs,
+   * so each context kept the requests of every build before it: the soak's
+   * RSS grew without end (bench/RESULTS.md, "Soak").
+   */
+  const detached = Runtime.runFork(yield* Effect.runtime<never>())
 
   const shares = yield* ConnectionShares
   /** Each server's connections: this process's share of its allowance. */
@@ -206,9 +218,11 @@ const make = Effect.gen(function*() {
   /** retired → closing: returns once the pool has ended and the room is back. */
   const close = (entry: Entry): Effect.Effect<void> =>
     Effect.suspend(() => {
-      if (entry.phase === "closing") return Deferred.await(entry.closed)
-      entry.phase = "closing"
-      return Scope.close(entry.scope, Exit.void)
+      if (entry.phase !== "closing") {
+        entry.phase = "closing"
+        detached(Scope.close(entry.scope, Exit.void))
+      }
+      return Deferred.await(entry.closed)
     })
 
   // --- room ---
@@ -338,7 +352,7 @@ const make = Effect.gen(function*() {
         // Callers take references uninterruptibly; the build itself must stay
         // interruptible (its waits time out, and closing the scope stops it).
         Effect.interruptible,
-        Effect.forkIn(entry.scope)
+        (building) => Effect.sync(() => detached(building, { scope: entry.scope }))
       )
       return entry
     })

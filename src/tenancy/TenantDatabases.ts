@@ -303,20 +303,29 @@ const make = Effect.gen(function*() {
     return name.slice(0, MAX_IDENTIFIER_BYTES - hash.length - 1) + "_" + hash
   }
 
-  /** Each server's administration, opened when first needed and kept until the service closes. */
-  const admins = new Map<string, Deferred.Deferred<ServerAdmin>>()
+  /**
+   * Each server's administration, opened when first needed and kept until the
+   * service closes. It is opened in a fiber of this service, not the caller's:
+   * what it acquires keeps the FiberRefs it was acquired with (a request's
+   * would keep that request for good), and a caller who gives up does not
+   * leave the others waiting.
+   */
+  const admins = new Map<string, Deferred.Deferred<ServerAdmin, ServerNotFound | SqlError>>()
+  const detached = Runtime.runFork(yield* Effect.runtime<never>())
   const adminOf = (server: string): Effect.Effect<ServerAdmin, ServerNotFound | SqlError> =>
     Effect.suspend(() => {
       const known = admins.get(server)
       if (known !== undefined) return Deferred.await(known)
-      const opening = Deferred.unsafeMake<ServerAdmin>(FiberId.none)
+      const opening = Deferred.unsafeMake<ServerAdmin, ServerNotFound | SqlError>(FiberId.none)
       admins.set(server, opening)
-      return registry.address(server).pipe(
+      detached(registry.address(server).pipe(
         Effect.flatMap((address) => makeServerAdmin(address).pipe(Effect.provide(context), Scope.extend(layerScope))),
-        Effect.tap((admin) => Deferred.succeed(opening, admin)),
         // Unknown (or failed): forgotten, so that the next caller looks again.
-        Effect.tapErrorCause(() => Effect.sync(() => admins.delete(server)))
-      )
+        Effect.tapErrorCause(() => Effect.sync(() => admins.delete(server))),
+        Effect.exit,
+        Effect.flatMap((exit) => Deferred.done(opening, exit))
+      ))
+      return Deferred.await(opening)
     })
 
   const findRow = (id: string) =>

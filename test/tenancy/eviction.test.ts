@@ -1,5 +1,7 @@
 import { expect, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Option, Runtime, Scope } from "effect"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { NoteService } from "../../src/notes/NoteService.js"
 import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import { TenantContexts, withTenant } from "../../src/tenancy/TenantContexts.js"
@@ -37,6 +39,25 @@ const hold = (tenantId: string) =>
     const scope = yield* Scope.make()
     yield* Effect.flatMap(TenantContexts, (c) => c.get(tenantId)).pipe(Scope.extend(scope))
     return scope
+  })
+
+// A full collection on demand: WeakRefs then say what is still reachable.
+setFlagsFromString("--expose-gc")
+const collectGarbage = runInNewContext("gc") as () => void
+
+/** Something of one request's own, as the HTTP request and response are in a request fiber's Context. */
+class RequestMark extends Context.Tag("test/RequestMark")<RequestMark, { readonly n: number }>() {}
+
+/**
+ * Runs `listIn(tenantId)` as the HTTP server runs a request: in a fiber of its
+ * own, started from the runtime, with its request in its Context. Returns a
+ * WeakRef to that request's object.
+ */
+const asRequest = (runtime: Runtime.Runtime<TenantContexts>, tenantId: string, n: number) =>
+  Effect.promise(async () => {
+    const mark = { n }
+    await Runtime.runPromise(runtime)(Effect.provideService(listIn(tenantId), RequestMark, mark))
+    return new WeakRef(mark)
   })
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>) =>
@@ -171,6 +192,30 @@ layer(
       expect(failureOf(exit)?._tag ?? (Exit.isSuccess(exit) ? "served" : "defect")).toBe("served")
       yield* Scope.close(y, Exit.void)
       expect((yield* stats)).toMatchObject({ open: 2, references: 0 })
+    }))
+
+  it.effect("contexts keep nothing of the requests that opened, evicted, used or closed them", () =>
+    Effect.gen(function*() {
+      const ids = ["kr-a", "kr-b", "kr-c"]
+      yield* ensureTenants(...ids)
+      const runtime = yield* Effect.runtime<TenantContexts>()
+      const start = yield* stats
+      // Three tenants in turn on room for two: every request after the second
+      // opens a context, and that build first closes the idle one used longest ago.
+      const marks: Array<WeakRef<object>> = []
+      for (let n = 0; n < 12; n++) marks.push(yield* asRequest(runtime, ids[n % 3]!, n))
+      const now = yield* stats
+      expect(now.closed - start.closed).toBeGreaterThanOrEqual(10)
+      expect(now).toMatchObject({ open: 2, references: 0 })
+      // Every request has ended, two of the contexts they built are still
+      // open: none of the requests may still be reachable.
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 3; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          collectGarbage()
+        }
+      })
+      expect(marks.flatMap((mark, n) => (mark.deref() === undefined ? [] : [n]))).toEqual([])
     }))
 
   it.effect("after a churn of waits, timeouts and interruptions, every slot can still be reclaimed", () =>
