@@ -94,8 +94,10 @@ export const noteCaller = (
 
 /**
  * Whether the response can no longer be sent: its socket is destroyed (the
- * client hung up); the response learns of it later.
+ * client hung up), or no longer writable (the client sent its end first, and
+ * the server ended the socket in turn); the response learns of either later.
  */
-export const connectionGone = (request: HttpServerRequest.HttpServerRequest) =>
-  NodeHttpServerRequest.toServerResponse(request).destroyed ||
-  NodeHttpServerRequest.toIncomingMessage(request).socket.destroyed
+export const connectionGone = (request: HttpServerRequest.HttpServerRequest) => {
+  const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
+  return NodeHttpServerRequest.toServerResponse(request).destroyed || socket.destroyed || !socket.writable
+}

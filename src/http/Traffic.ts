@@ -1,5 +1,6 @@
 import type { HttpApp } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Context, Effect, Layer } from "effect"
 import type { Server } from "node:http"
 import { connectionGone, withRequest } from "./RequestLog.js"
@@ -17,9 +18,12 @@ export class Traffic extends Context.Tag("tenant-engine/Traffic")<Traffic, {
 
 /**
  * Counts the requests in flight; while draining, each connection closes after
- * its response. A response whose connection is gone is sent empty: Node never
- * completes a write to a destroyed response, so a body would leave the
- * request in flight for ever, holding up a drain.
+ * its response. A response whose connection is gone is ended here, so that
+ * the server does not write it: it writes with `end(body, callback)` and
+ * waits for the callback, uninterruptibly, and Node never calls it for a
+ * connection that is gone or closing. The request's fiber would wait for
+ * good, keeping the request, the response and the socket (the soak's RSS
+ * growth), and holding up a drain.
  */
 export const countInFlight = Effect.map(Traffic, (traffic) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
@@ -27,8 +31,9 @@ export const countInFlight = Effect.map(Traffic, (traffic) =>
     traffic.inFlight++
     return Effect.ensuring(
       Effect.map(app, (response) => {
-        if (connectionGone(request)) return HttpServerResponse.empty({ status: response.status })
-        return traffic.draining ? HttpServerResponse.setHeader(response, "connection", "close") : response
+        if (connectionGone(request)) NodeHttpServerRequest.toServerResponse(request).end()
+        else if (traffic.draining) return HttpServerResponse.setHeader(response, "connection", "close")
+        return response
       }),
       Effect.sync(() => traffic.inFlight--)
     )
