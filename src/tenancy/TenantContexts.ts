@@ -1,5 +1,5 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Runtime, Schedule, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Runtime, Schedule, Scope } from "effect"
 import { contextsClosed, contextsEvicted, contextsOpened, dbBudgetWaits } from "../observability/Metrics.js"
 import { nameServer } from "../observability/Pools.js"
 import type { PlatformDb } from "../platform/PlatformDb.js"
@@ -339,7 +339,7 @@ const make = Effect.gen(function*() {
         entry.scope,
         Effect.zipRight(Effect.sync(() => live.delete(entry)), Deferred.succeed(entry.closed, undefined))
       )
-      yield* build(entry).pipe(
+      const building = build(entry).pipe(
         Effect.tap((context) => built(entry, context)),
         // A failure is not cached: the next caller tries again. (Retired from
         // another fiber: closing the scope interrupts and awaits this one.)
@@ -351,9 +351,13 @@ const make = Effect.gen(function*() {
         Effect.onInterrupt(() => Deferred.interrupt(entry.built)),
         // Callers take references uninterruptibly; the build itself must stay
         // interruptible (its waits time out, and closing the scope stops it).
-        Effect.interruptible,
-        (building) => Effect.sync(() => detached(building, { scope: entry.scope }))
+        Effect.interruptible
       )
+      // Closing the scope interrupts the build (at once, if it has closed
+      // already); started after this, as `forkIn` would, so that its own
+      // finalizers run before that one.
+      const fiber = detached(building, { immediate: false })
+      yield* Scope.addFinalizer(entry.scope, Fiber.interrupt(fiber))
       return entry
     })
 
