@@ -2,6 +2,7 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Duration, Effect, Redacted, Schedule, Scope } from "effect"
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from "node:crypto"
 import Pg from "pg"
 import { serverOf, withDatabase } from "../db/DatabaseUrl.js"
 import { latestVersion, runMigrations } from "../db/Migrations.js"
@@ -15,6 +16,24 @@ import { rolePassword, type TenantPlacement } from "./TenantPlacement.js"
 import { TenantMigrations } from "./TenantMigrations.js"
 
 const ident = Pg.escapeIdentifier
+
+/** PostgreSQL's own iteration count for SCRAM-SHA-256 verifiers (scram_iterations). */
+const SCRAM_ITERATIONS = 4096
+
+/**
+ * The SCRAM-SHA-256 verifier of a password, as PostgreSQL stores it
+ * (RFC 5802 and 7677; what libpq's PQencryptPasswordConn makes for psql's
+ * \password). Given in CREATE/ALTER ROLE ... PASSWORD, it is stored as it
+ * is. The password is ASCII, which SASLprep leaves as it is.
+ */
+export const scramVerifier = (password: string) => {
+  const salt = randomBytes(16)
+  const salted = pbkdf2Sync(password, salt, SCRAM_ITERATIONS, 32, "sha256")
+  const hmac = (text: string) => createHmac("sha256", salted).update(text).digest()
+  const storedKey = createHash("sha256").update(hmac("Client Key")).digest("base64")
+  const serverKey = hmac("Server Key").toString("base64")
+  return `SCRAM-SHA-256$${SCRAM_ITERATIONS}:${salt.toString("base64")}$${storedKey}:${serverKey}`
+}
 
 /** A tenant's data on a server, as migrations reach it. */
 export interface MigrationTarget {
@@ -75,14 +94,17 @@ export const makeServerAdmin = (server: ServerAddress) => Effect.gen(function*()
       ))
 
   /**
-   * A derived password as a SQL literal (DDL takes no parameters). Derived
-   * passwords are base64url, safe inside a literal; anything else is refused
-   * rather than quoted, as it did not come from rolePassword.
+   * A derived password for CREATE/ALTER ROLE, as its SCRAM-SHA-256 verifier
+   * in a SQL literal (DDL takes no parameters): the server stores that form
+   * anyway, and the password itself never reaches it, so a server that logs
+   * its DDL, or shows it in pg_stat_activity, shows nothing that logs in.
+   * Derived passwords are base64url; anything else is refused, as it did not
+   * come from rolePassword.
    */
   const passwordLiteral = (password: Redacted.Redacted<string>) => {
     const text = Redacted.value(password)
     if (!/^[A-Za-z0-9_-]+$/.test(text)) throw new Error("a role password must be base64url")
-    return admin.literal(`'${text}'`)
+    return admin.literal(`'${scramVerifier(text)}'`)
   }
 
   /**

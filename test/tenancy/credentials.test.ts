@@ -16,6 +16,7 @@ import { TenancyConfig } from "../../src/tenancy/TenancyConfig.js"
 import { TenantContexts } from "../../src/tenancy/TenantContexts.js"
 import { TenantDatabases } from "../../src/tenancy/TenantDatabases.js"
 import { TenantMigrations } from "../../src/tenancy/TenantMigrations.js"
+import { scramVerifier } from "../../src/tenancy/ServerAdmin.js"
 import { rolePassword } from "../../src/tenancy/TenantPlacement.js"
 import { query, secondUrl, titles, TwoServers, writeNote } from "../servers/support.js"
 
@@ -395,6 +396,25 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       expect(back).toMatchObject({ failed: [], secretAdopted: true })
       yield* writeNote("secret-db", "after")
       expect(yield* noteTitles("secret-db")).toEqual(["after", "before"])
+    }))
+
+  it.effect("roles are given a SCRAM verifier, stored as it is, that logs in with the password and nothing else", () =>
+    Effect.gen(function*() {
+      const role = `scram_${randomBytes(4).toString("hex")}`
+      const password = Redacted.value(rolePassword(Redacted.make("v".repeat(32)), { server: "second", role, version: 1 }))
+      const verifier = scramVerifier(password)
+      expect(verifier).toMatch(/^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$/)
+      expect(verifier).not.toContain(password)
+      yield* onSecond(`CREATE ROLE ${role} LOGIN PASSWORD '${verifier}'`)
+      try {
+        const [stored] = yield* onSecond<{ rolpassword: string }>("SELECT rolpassword FROM pg_authid WHERE rolname = $1", [role])
+        expect(stored?.rolpassword).toBe(verifier)
+        expect(yield* tryLogin(role, password)).toBe("ok")
+        expect(yield* tryLogin(role, verifier)).toBe("28P01")
+        expect(yield* tryLogin(role, password.slice(1))).toBe("28P01")
+      } finally {
+        yield* onSecond(`DROP ROLE ${role}`)
+      }
     }))
 
   it.effect("the password depends on the secret, the server, the role and the version", () =>
