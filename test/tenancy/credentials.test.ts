@@ -406,15 +406,13 @@ layer(Tenancy, { excludeTestServices: true, timeout: 180_000 })("tenant role cre
       expect(verifier).toMatch(/^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$/)
       expect(verifier).not.toContain(password)
       yield* onSecond(`CREATE ROLE ${role} LOGIN PASSWORD '${verifier}'`)
-      try {
+      yield* Effect.gen(function*() {
         const [stored] = yield* onSecond<{ rolpassword: string }>("SELECT rolpassword FROM pg_authid WHERE rolname = $1", [role])
         expect(stored?.rolpassword).toBe(verifier)
         expect(yield* tryLogin(role, password)).toBe("ok")
         expect(yield* tryLogin(role, verifier)).toBe("28P01")
         expect(yield* tryLogin(role, password.slice(1))).toBe("28P01")
-      } finally {
-        yield* onSecond(`DROP ROLE ${role}`)
-      }
+      }).pipe(Effect.ensuring(onSecond(`DROP ROLE ${role}`)))
     }))
 
   it.effect("the password depends on the secret, the server, the role and the version", () =>
