@@ -7,9 +7,9 @@ import { runServer } from "./Server.js"
  * V8 sizes the JS heap after each full collection at what survived times a
  * factor it picks from its own measurements, anywhere up to 4: under steady
  * load the server's RSS then swings by a third and more as the factor moves
- * (the soak: 307–494 MiB). A fixed factor of 1.5 keeps it where the live
- * data puts it (283–291 MiB) at the same throughput and no more time in
- * garbage collection (bench/RESULTS.md, "Soak"). `node
+ * (the 10-minute soak: 307–494 MiB). A fixed factor of 1.5 keeps it where
+ * the live data puts it (278–313 MiB) at the same throughput and no more
+ * time in garbage collection (bench/RESULTS.md, "Soak"; README). `node
  * --heap-growing-percent=N` on the command line sets another.
  */
 const HEAP_GROWING_PERCENT = 50
